@@ -1,0 +1,272 @@
+"""Domain XML: config objects and their mapping to elements.  No policy here.
+
+The designer decides every value (:mod:`.designer`); this module only puts
+them into a skeleton from ``xml_templates/`` with lxml (``.text``, ``.set()``,
+``SubElement``), so names and paths containing XML metacharacters stay data.
+Templates are parsed with a hardened parser (no entities, no network).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lxml import etree
+
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+VIRTLIB_NS = "https://virtlib.dev/xmlns/vm/1"
+TEMPLATES = ("kvm", "qemu", "xen-hvm", "xen-pv")
+
+PARSER = etree.XMLParser(
+    resolve_entities=False, no_network=True, remove_blank_text=True, remove_comments=True,
+    huge_tree=False,
+)
+
+
+@dataclass(frozen=True)
+class DiskConfig:
+    source: str
+    target: str
+    bus: str
+    format: str = "qcow2"
+    device: str = "disk"  # or "cdrom"
+    block: bool = False  # a raw device (type="block") rather than a file
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class InterfaceConfig:
+    """A libvirt-managed NIC: type "network" or "bridge"."""
+
+    type: str
+    source: str
+    mac: str
+    model: str
+
+
+@dataclass(frozen=True)
+class UserNetConfig:
+    """A QEMU user-mode NIC with host ports forwarded to the guest (via qemu:commandline)."""
+
+    netdev_id: str
+    mac: str
+    device_model: str
+    pci_slot: int
+    forwards: tuple[tuple[int, int], ...]  # (host port on 127.0.0.1, guest port)
+    bind_address: str = "127.0.0.1"
+
+    def qemu_args(self) -> list[str]:
+        netdev = f"user,id={self.netdev_id}" + "".join(
+            f",hostfwd=tcp:{self.bind_address}:{host}-:{guest}" for host, guest in self.forwards
+        )
+        device = f"{self.device_model},netdev={self.netdev_id},mac={self.mac},addr={self.pci_slot:#x}"
+        return ["-netdev", netdev, "-device", device]
+
+
+@dataclass(frozen=True)
+class HostdevConfig:
+    domain: int
+    bus: int
+    slot: int
+    function: int
+
+
+@dataclass(frozen=True)
+class DomainConfig:
+    """Every value of one domain, decided."""
+
+    template: str
+    domain_type: str
+    name: str
+    memory_mib: int
+    vcpus: int
+    uuid: str = ""
+    machine: str = ""
+    cpu_mode: str = ""
+    cpu_model: str = ""
+    kernel: str = ""
+    initrd: str = ""
+    cmdline: str = ""
+    disks: tuple[DiskConfig, ...] = ()
+    interfaces: tuple[InterfaceConfig, ...] = ()
+    user_nets: tuple[UserNetConfig, ...] = ()
+    hostdevs: tuple[HostdevConfig, ...] = ()
+    hugepages: bool = False
+    on_poweroff: str = "destroy"
+    on_reboot: str = "restart"
+    on_crash: str = "destroy"
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def load_template(name: str) -> etree._ElementTree:
+    """A fresh tree of one skeleton from ``xml_templates/``."""
+    if name not in TEMPLATES:
+        raise ValueError(f"no domain template {name!r} (known: {', '.join(TEMPLATES)})")
+    resource = importlib.resources.files("virtlib.xml_templates").joinpath(f"{name}.xml")
+    return etree.ElementTree(etree.fromstring(resource.read_bytes(), PARSER))
+
+
+def _child(parent: etree._Element, tag: str, text: str | None = None, **attrs: str) -> etree._Element:
+    element = etree.SubElement(parent, tag, {k.rstrip("_"): v for k, v in attrs.items()})
+    if text is not None:
+        element.text = text
+    return element
+
+
+def _set_text(root: etree._Element, path: str, text: str) -> etree._Element:
+    element = root.find(path)
+    if element is None:
+        raise ValueError(f"template has no {path}")
+    element.text = text
+    return element
+
+
+def _insert_after(root: etree._Element, after: str, tag: str) -> etree._Element:
+    anchor = root.find(after)
+    element = etree.Element(tag)
+    if anchor is None:
+        root.insert(0, element)
+    else:
+        anchor.addnext(element)
+    return element
+
+
+def build(config: DomainConfig) -> etree._Element:
+    """The domain element for ``config``."""
+    root = load_template(config.template).getroot()
+    root.set("type", config.domain_type)
+    _set_text(root, "name", config.name)
+    if config.uuid:
+        _insert_after(root, "name", "uuid").text = config.uuid
+    if config.metadata:
+        _add_metadata(root, config.metadata)
+    _set_text(root, "memory", str(config.memory_mib))
+    _set_text(root, "vcpu", str(config.vcpus))
+    if config.hugepages:
+        backing = _insert_after(root, "vcpu", "memoryBacking")
+        _child(backing, "hugepages")
+    _fill_os(root, config)
+    if config.cpu_mode or config.cpu_model:
+        cpu = _insert_after(root, "features" if root.find("features") is not None else "os", "cpu")
+        cpu.set("mode", config.cpu_mode or "custom")
+        if config.cpu_model:
+            cpu.set("match", "exact")
+            _child(cpu, "model", config.cpu_model, fallback="allow")
+    _set_text(root, "on_poweroff", config.on_poweroff)
+    _set_text(root, "on_reboot", config.on_reboot)
+    _set_text(root, "on_crash", config.on_crash)
+    devices = root.find("devices")
+    assert devices is not None
+    first_char_device = devices.find("serial")
+    if first_char_device is None:
+        first_char_device = devices.find("console")
+    for disk in config.disks:
+        element = _disk(disk)
+        if first_char_device is not None:
+            first_char_device.addprevious(element)
+        else:
+            devices.append(element)
+    for interface in config.interfaces:
+        element = _interface(interface)
+        if first_char_device is not None:
+            first_char_device.addprevious(element)
+        else:
+            devices.append(element)
+    for hostdev in config.hostdevs:
+        devices.append(_hostdev(hostdev))
+    if config.user_nets:
+        commandline = etree.SubElement(root, f"{{{QEMU_NS}}}commandline", nsmap={"qemu": QEMU_NS})
+        for net in config.user_nets:
+            for arg in net.qemu_args():
+                etree.SubElement(commandline, f"{{{QEMU_NS}}}arg", value=arg)
+    return root
+
+
+def _add_metadata(root: etree._Element, values: dict[str, str]) -> None:
+    metadata = _insert_after(root, "uuid" if root.find("uuid") is not None else "name", "metadata")
+    vm = etree.SubElement(metadata, f"{{{VIRTLIB_NS}}}vm", nsmap={"virtlib": VIRTLIB_NS})
+    for key, value in sorted(values.items()):
+        etree.SubElement(vm, f"{{{VIRTLIB_NS}}}{key}").text = value
+
+
+def _fill_os(root: etree._Element, config: DomainConfig) -> None:
+    os_element = root.find("os")
+    assert os_element is not None
+    os_type = os_element.find("type")
+    assert os_type is not None
+    if config.machine:
+        os_type.set("machine", config.machine)
+    if config.kernel:
+        _child(os_element, "kernel", config.kernel)
+        if config.initrd:
+            _child(os_element, "initrd", config.initrd)
+        if config.cmdline:
+            _child(os_element, "cmdline", config.cmdline)
+    elif config.template != "xen-pv":
+        boot_order = ["cdrom", "hd"] if any(d.device == "cdrom" for d in config.disks) else ["hd"]
+        for dev in boot_order:
+            _child(os_element, "boot", dev=dev)
+
+
+def _disk(disk: DiskConfig) -> etree._Element:
+    element = etree.Element("disk", type="block" if disk.block else "file", device=disk.device)
+    _child(element, "driver", name="qemu", type=disk.format)
+    if disk.source:
+        _child(element, "source", **{"dev" if disk.block else "file": disk.source})
+    _child(element, "target", dev=disk.target, bus=disk.bus)
+    if disk.readonly or disk.device == "cdrom":
+        _child(element, "readonly")
+    return element
+
+
+def _interface(interface: InterfaceConfig) -> etree._Element:
+    element = etree.Element("interface", type=interface.type)
+    _child(element, "mac", address=interface.mac)
+    _child(element, "source", **{interface.type: interface.source})
+    _child(element, "model", type=interface.model)
+    return element
+
+
+def _hostdev(hostdev: HostdevConfig) -> etree._Element:
+    element = etree.Element("hostdev", mode="subsystem", type="pci", managed="yes")
+    source = _child(element, "source")
+    _child(source, "address", domain=f"{hostdev.domain:#06x}", bus=f"{hostdev.bus:#04x}",
+           slot=f"{hostdev.slot:#04x}", function=f"{hostdev.function:#x}")
+    return element
+
+
+def to_string(root: etree._Element) -> str:
+    return etree.tostring(root, pretty_print=True, encoding="unicode")
+
+
+def render(config: DomainConfig) -> str:
+    """The domain XML for ``config``, pretty-printed."""
+    return to_string(build(config))
+
+
+def parse(xml: str) -> etree._Element:
+    """Parse domain XML (from libvirt or a file) with the hardened parser."""
+    return etree.fromstring(xml.encode(), PARSER)
+
+
+def canonical(xml: str, ignore: tuple[str, ...] = ()) -> str:
+    """Canonical form (C14N 2.0, whitespace stripped) for comparing documents, without
+    the top-level elements named in ``ignore``."""
+    root = parse(xml)
+    for tag in ignore:
+        for element in root.findall(tag):
+            root.remove(element)
+    return etree.canonicalize(etree.tostring(root, encoding="unicode"), strip_text=True)
+
+
+def schema_path(name: str = "domain.rng") -> Path:
+    return Path("/usr/share/libvirt/schemas") / name
+
+
+def read_metadata(root: etree._Element) -> dict[str, str]:
+    """The virtlib metadata of a domain (empty for domains virtlib did not make)."""
+    vm = root.find(f"metadata/{{{VIRTLIB_NS}}}vm")
+    if vm is None:
+        return {}
+    return {etree.QName(child).localname: child.text or "" for child in vm}

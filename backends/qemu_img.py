@@ -1,0 +1,181 @@
+"""The raw QEMU driver for images: ``qemu-img`` run as an argv list, JSON output parsed.
+
+Every call is ``[binary, subcommand, ...]``; nothing goes through a shell.  A
+failed command raises :class:`~virtlib.errors.ImageError` carrying the argv,
+status and qemu-img's message.  A failed ``create`` removes the file it was
+making, so bad input leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from virtlib.errors import ImageError, VMImageMissingError, VMParamsError
+
+SIZE_RE = re.compile(r"^[0-9]+(\.[0-9]+)?[bBkKmMgGtTpPeE]?$")
+FORMAT_RE = re.compile(r"^[a-z0-9]+$")
+
+# qemu-img check's exit statuses (see qemu-img(1)).
+CHECK_OK = 0
+CHECK_INCOMPLETE = 1
+CHECK_CORRUPT = 2
+CHECK_LEAKS = 3
+CHECK_UNSUPPORTED = 63
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What ``qemu-img check`` found; ``status`` is its exit status."""
+
+    filename: str
+    status: int
+    corruptions: int
+    leaks: int
+    report: dict[str, Any]
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == CHECK_OK
+
+
+def check_size(size: str) -> str:
+    """A size qemu-img understands (``10G``, ``512M``, ``1048576``) or VMParamsError."""
+    if not SIZE_RE.match(str(size).strip()):
+        raise VMParamsError(f"invalid image size {size!r} (expected e.g. 10G, 512M, 1048576)")
+    return str(size).strip()
+
+
+def check_format(fmt: str) -> str:
+    if not FORMAT_RE.match(fmt):
+        raise VMParamsError(f"invalid image format {fmt!r}")
+    return fmt
+
+
+class QemuImg:
+    """One qemu-img binary."""
+
+    def __init__(self, binary: str = "qemu-img") -> None:
+        resolved = shutil.which(binary)
+        if resolved is None:
+            raise VMParamsError(f"qemu-img binary not found: {binary!r}")
+        self.binary = resolved
+
+    def run(self, *args: str, ok_statuses: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
+        argv = [self.binary, *args]
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if proc.returncode not in ok_statuses:
+            raise ImageError(argv, proc.returncode, proc.stderr or proc.stdout)
+        return proc
+
+    def create(
+        self,
+        path: Path,
+        fmt: str,
+        size: str | None,
+        cluster_size: str | None = None,
+        backing_file: Path | None = None,
+        backing_format: str | None = None,
+        options: dict[str, str] | None = None,
+    ) -> Path:
+        """Create an image (an overlay when ``backing_file`` is given: its format is explicit)."""
+        opts = dict(options or {})
+        if cluster_size:
+            opts["cluster_size"] = cluster_size
+        args = ["create", "-q", "-f", check_format(fmt)]
+        if backing_file is not None:
+            if not backing_format:
+                raise VMParamsError("an overlay needs the backing file's format (backing_format)")
+            if not backing_file.exists():
+                raise VMImageMissingError(str(backing_file))
+            args += ["-b", str(backing_file.resolve()), "-F", check_format(backing_format)]
+        if opts:
+            args += ["-o", ",".join(f"{k}={v}" for k, v in opts.items())]
+        args.append(str(path))
+        if size is not None:
+            args.append(check_size(size))
+        existed = path.exists()
+        try:
+            self.run(*args)
+        except ImageError:
+            if not existed:
+                path.unlink(missing_ok=True)
+            raise
+        return path
+
+    def info(self, path: Path, backing_chain: bool = False, force_share: bool = False) -> Any:
+        """``qemu-img info --output=json`` as a dict (a list of dicts with ``backing_chain``)."""
+        _require(path)
+        args = ["info", "--output=json"]
+        if backing_chain:
+            args.append("--backing-chain")
+        if force_share:
+            args.append("--force-share")
+        return json.loads(self.run(*args, str(path)).stdout)
+
+    def check(self, path: Path, fmt: str | None = None) -> CheckResult:
+        """``qemu-img check --output=json``; statuses 0-3 and 63 are results, not errors."""
+        _require(path)
+        args = ["check", "--output=json"]
+        if fmt:
+            args += ["-f", check_format(fmt)]
+        ok = (CHECK_OK, CHECK_INCOMPLETE, CHECK_CORRUPT, CHECK_LEAKS, CHECK_UNSUPPORTED)
+        proc = self.run(*args, str(path), ok_statuses=ok)
+        try:
+            report = json.loads(proc.stdout) if proc.stdout.strip() else {}
+        except json.JSONDecodeError:
+            report = {}
+        return CheckResult(
+            filename=str(path),
+            status=proc.returncode,
+            corruptions=int(report.get("corruptions", 0)),
+            leaks=int(report.get("leaks", 0)),
+            report=report,
+            output=(proc.stdout + proc.stderr).strip(),
+        )
+
+    def convert(
+        self,
+        src: Path,
+        dst: Path,
+        dst_format: str,
+        src_format: str | None = None,
+        compress: bool = False,
+    ) -> Path:
+        """Copy ``src`` into a new image ``dst`` of ``dst_format``; a failure removes ``dst``."""
+        _require(src)
+        args = ["convert", "-q", "-O", check_format(dst_format)]
+        if src_format:
+            args += ["-f", check_format(src_format)]
+        if compress:
+            args.append("-c")
+        existed = dst.exists()
+        try:
+            self.run(*args, str(src), str(dst))
+        except ImageError:
+            if not existed:
+                dst.unlink(missing_ok=True)
+            raise
+        return dst
+
+    def resize(self, path: Path, size: str, fmt: str | None = None, shrink: bool = False) -> None:
+        """Grow (or, with ``shrink``, shrink) an image; ``+1G``/``-1G`` are relative."""
+        _require(path)
+        sign = size[:1] if size[:1] in "+-" else ""
+        args = ["resize", "-q"]
+        if fmt:
+            args += ["-f", check_format(fmt)]
+        if shrink:
+            args.append("--shrink")
+        self.run(*args, str(path), sign + check_size(size[len(sign) :]))
+
+
+def _require(path: Path) -> None:
+    if not path.exists():
+        raise VMImageMissingError(str(path))

@@ -1,0 +1,26 @@
+"""Helpers for functional tests (imported by name: pytest puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import libvirt
+
+import virtlib
+
+VMFactory = Callable[..., virtlib.BaseVM]
+
+
+def domain_names(uri: str) -> set[str]:
+    """Every domain libvirt has at ``uri``, running or defined."""
+    conn = libvirt.open(uri)
+    try:
+        return {d.name() for d in conn.listAllDomains()}
+    finally:
+        conn.close()
+
+
+def qemu_pid(vm: virtlib.BaseVM) -> int:
+    """The PID of the VM's QEMU process (libvirt's pid file)."""
+    return int(Path(f"/run/libvirt/qemu/{vm.name}.pid").read_text().strip())

@@ -1,0 +1,394 @@
+"""virtlib's exception hierarchy.
+
+Every class of the autotest ``virt_vm`` contract is here with the same name,
+constructor arguments, attributes and ``str()`` message, rooted at
+:class:`VMError`.  virtlib adds what the contract lacked: a family for remote
+sessions, an error for operations a backend cannot do, a params error for bad
+configuration, and errors for images and the libvirt connection.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class VMError(Exception):
+    """Root of every error virtlib raises."""
+
+
+class VMCreateError(VMError):
+    """Starting the VM failed; ``cmd`` is what was run (for libvirt: the domain XML)."""
+
+    def __init__(self, cmd: Any, status: Any, output: Any) -> None:
+        VMError.__init__(self, cmd, status, output)
+        self.cmd = cmd
+        self.status = status
+        self.output = output
+
+    def __str__(self) -> str:
+        return (
+            f"VM creation command failed:    {self.cmd!r}    (status: {self.status},    "
+            f"output: {self.output!r})"
+        )
+
+
+class VMHashMismatchError(VMError):
+    def __init__(self, actual: str, expected: str) -> None:
+        VMError.__init__(self, actual, expected)
+        self.actual_hash = actual
+        self.expected_hash = expected
+
+    def __str__(self) -> str:
+        return (
+            f"CD image hash ({self.actual_hash}) differs from expected one "
+            f"({self.expected_hash})"
+        )
+
+
+class VMImageMissingError(VMError):
+    def __init__(self, filename: str) -> None:
+        VMError.__init__(self, filename)
+        self.filename = filename
+
+    def __str__(self) -> str:
+        return f"CD image file not found: {self.filename!r}"
+
+
+class VMImageCheckError(VMError):
+    def __init__(self, filename: str) -> None:
+        VMError.__init__(self, filename)
+        self.filename = filename
+
+    def __str__(self) -> str:
+        return f"Errors found on image: {self.filename!r}"
+
+
+class VMBadPATypeError(VMError):
+    def __init__(self, pa_type: str) -> None:
+        VMError.__init__(self, pa_type)
+        self.pa_type = pa_type
+
+    def __str__(self) -> str:
+        return f"Unsupported PCI assignable type: {self.pa_type!r}"
+
+
+class VMPAError(VMError):
+    def __init__(self, pa_type: str) -> None:
+        VMError.__init__(self, pa_type)
+        self.pa_type = pa_type
+
+    def __str__(self) -> str:
+        return f"No PCI assignable devices could be assigned (pci_assignable={self.pa_type!r})"
+
+
+class VMPostCreateError(VMError):
+    def __init__(self, cmd: Any, output: Any) -> None:
+        VMError.__init__(self, cmd, output)
+        self.cmd = cmd
+        self.output = output
+
+
+class VMHugePageError(VMPostCreateError):
+    def __str__(self) -> str:
+        return (
+            f"Cannot allocate hugepage memory    (command: {self.cmd!r},    "
+            f"output: {self.output!r})"
+        )
+
+
+class VMKVMInitError(VMPostCreateError):
+    def __str__(self) -> str:
+        return f"Cannot initialize KVM    (command: {self.cmd!r},    output: {self.output!r})"
+
+
+class VMDeadError(VMError):
+    def __init__(self, reason: str = "", detail: str = "") -> None:
+        VMError.__init__(self)
+        self.reason = reason
+        self.detail = detail
+
+    def __str__(self) -> str:
+        msg = "VM is dead"
+        if self.reason:
+            msg += f"    reason: {self.reason}"
+        if self.detail:
+            msg += f"    detail: {self.detail!r}"
+        return msg
+
+
+class VMDeadKernelCrashError(VMError):
+    def __init__(self, kernel_crash: str) -> None:
+        VMError.__init__(self, kernel_crash)
+        self.kernel_crash = kernel_crash
+
+    def __str__(self) -> str:
+        return f"VM is dead due to a kernel crash:\n{self.kernel_crash}"
+
+
+class VMAddressError(VMError):
+    pass
+
+
+class VMPortNotRedirectedError(VMAddressError):
+    def __init__(self, port: int) -> None:
+        VMAddressError.__init__(self, port)
+        self.port = port
+
+    def __str__(self) -> str:
+        return f"Port not redirected: {self.port}"
+
+
+class VMAddressVerificationError(VMAddressError):
+    def __init__(self, mac: str, ip: str) -> None:
+        VMAddressError.__init__(self, mac, ip)
+        self.mac = mac
+        self.ip = ip
+
+    def __str__(self) -> str:
+        return f"Cannot verify MAC-IP address mapping using arping: {self.mac} ---> {self.ip}"
+
+
+class VMMACAddressMissingError(VMAddressError):
+    def __init__(self, nic_index: int) -> None:
+        VMAddressError.__init__(self, nic_index)
+        self.nic_index = nic_index
+
+    def __str__(self) -> str:
+        return f"No MAC address defined for NIC #{self.nic_index}"
+
+
+class VMIPAddressMissingError(VMAddressError):
+    def __init__(self, mac: str) -> None:
+        VMAddressError.__init__(self, mac)
+        self.mac = mac
+
+    def __str__(self) -> str:
+        return f"Cannot find IP address for MAC address {self.mac}"
+
+
+class VMMigrateError(VMError):
+    pass
+
+
+class VMMigrateTimeoutError(VMMigrateError):
+    pass
+
+
+class VMMigrateCancelError(VMMigrateError):
+    pass
+
+
+class VMMigrateFailedError(VMMigrateError):
+    pass
+
+
+class VMMigrateProtoUnsupportedError(VMMigrateError):
+    pass
+
+
+class VMMigrateStateMismatchError(VMMigrateError):
+    def __init__(self, src_hash: str, dst_hash: str) -> None:
+        VMMigrateError.__init__(self, src_hash, dst_hash)
+        self.src_hash = src_hash
+        self.dst_hash = dst_hash
+
+    def __str__(self) -> str:
+        return (
+            f"Mismatch of VM state before and after migration "
+            f"({self.src_hash} != {self.dst_hash})"
+        )
+
+
+class VMRebootError(VMError):
+    pass
+
+
+class VMStatusError(VMError):
+    pass
+
+
+# --- Added by virtlib -------------------------------------------------------
+
+
+class VMParamsError(VMError, ValueError):
+    """The configuration (params) is wrong: a bad value, a missing key, a malformed file."""
+
+
+class VMParamsKeyError(VMParamsError, KeyError):
+    """``params[key]`` for a key that is not there."""
+
+    def __init__(self, key: str) -> None:
+        VMParamsError.__init__(self, key)
+        self.key = key
+
+    def __str__(self) -> str:
+        return f"missing parameter {self.key!r}"
+
+
+class VMNotSupportedError(VMError):
+    """The backend cannot do this operation (it is not a bug, it is a limit)."""
+
+    def __init__(self, operation: str, backend: str, reason: str = "") -> None:
+        VMError.__init__(self, operation, backend, reason)
+        self.operation = operation
+        self.backend = backend
+        self.reason = reason
+
+    def __str__(self) -> str:
+        msg = f"{self.operation} is not supported by the {self.backend} backend"
+        return f"{msg}: {self.reason}" if self.reason else msg
+
+
+class VMNotFoundError(VMError):
+    """No domain of that name (or UUID) exists on the hypervisor."""
+
+    def __init__(self, name: str, uri: str = "") -> None:
+        VMError.__init__(self, name, uri)
+        self.name = name
+        self.uri = uri
+
+    def __str__(self) -> str:
+        where = f" on {self.uri}" if self.uri else ""
+        return f"no VM named {self.name!r}{where}"
+
+
+class VMStateError(VMStatusError):
+    """The VM is not in a state that allows the operation (e.g. migrate a stopped VM)."""
+
+
+class HypervisorConnectionError(VMError):
+    """The hypervisor (libvirtd) cannot be reached or dropped the connection."""
+
+    def __init__(self, uri: str, message: str) -> None:
+        VMError.__init__(self, uri, message)
+        self.uri = uri
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"cannot talk to the hypervisor at {self.uri}: {self.message}"
+
+
+class ImageError(VMError):
+    """An image operation (qemu-img) failed."""
+
+    def __init__(self, argv: list[str], status: int | None, output: str) -> None:
+        VMError.__init__(self, argv, status, output)
+        self.argv = argv
+        self.status = status
+        self.output = output
+
+    def __str__(self) -> str:
+        output = self.output.strip()
+        return f"{' '.join(self.argv)} failed (status {self.status}): {output}"
+
+
+# --- Remote sessions ----------------------------------------------------------
+
+
+class RemoteError(VMError):
+    """Root of the errors of remote sessions (SSH, telnet, nc, serial)."""
+
+
+class LoginError(RemoteError):
+    """Logging into the guest failed; ``output`` is what the guest said."""
+
+    def __init__(self, msg: str, output: str = "") -> None:
+        RemoteError.__init__(self, msg, output)
+        self.msg = msg
+        self.output = output
+
+    def __str__(self) -> str:
+        tail = self.output[-300:].strip()
+        return f"{self.msg}    (output: {tail!r})" if tail else self.msg
+
+
+class LoginAuthenticationError(LoginError):
+    """The guest refused the username or password (or key)."""
+
+
+class LoginTimeoutError(LoginError):
+    """No prompt came before the deadline."""
+
+    def __init__(self, output: str = "", timeout: float | None = None) -> None:
+        msg = "Login timeout expired" + (f" after {timeout:g} s" if timeout else "")
+        LoginError.__init__(self, msg, output)
+        self.timeout = timeout
+
+
+class LoginProcessTerminatedError(LoginError):
+    """The client process or connection ended while logging in."""
+
+    def __init__(self, status: int | None = None, output: str = "") -> None:
+        LoginError.__init__(self, f"Client process terminated (status: {status})", output)
+        self.status = status
+
+
+class LoginBadClientError(LoginError):
+    """The params name a shell client virtlib does not know."""
+
+    def __init__(self, client: str, known: list[str]) -> None:
+        LoginError.__init__(
+            self, f"Unknown remote shell client {client!r} (known: {', '.join(known)})"
+        )
+        self.client = client
+
+
+class ShellError(RemoteError):
+    """Root of errors of commands run in a shell session."""
+
+    def __init__(self, cmd: str, output: str) -> None:
+        RemoteError.__init__(self, cmd, output)
+        self.cmd = cmd
+        self.output = output
+
+
+class ShellTimeoutError(ShellError):
+    def __str__(self) -> str:
+        return f"Timeout expired while waiting for shell command to complete: {self.cmd!r}    (output: {self.output!r})"
+
+
+class ShellProcessTerminatedError(ShellError):
+    def __init__(self, cmd: str, status: int | None, output: str) -> None:
+        ShellError.__init__(self, cmd, output)
+        self.status = status
+
+    def __str__(self) -> str:
+        return (
+            f"Shell process terminated while waiting for command to complete: {self.cmd!r}"
+            f"    (status: {self.status},    output: {self.output!r})"
+        )
+
+
+class ShellStatusError(ShellError):
+    """The status of the command could not be read."""
+
+    def __str__(self) -> str:
+        return f"Could not get exit status of command: {self.cmd!r}    (output: {self.output!r})"
+
+
+class ShellCmdError(ShellError):
+    """A command exited with a status that was not accepted."""
+
+    def __init__(self, cmd: str, status: int, output: str) -> None:
+        ShellError.__init__(self, cmd, output)
+        self.status = status
+        self.args = (cmd, status, output)
+
+    def __str__(self) -> str:
+        return (
+            f"Shell command failed: {self.cmd!r}    (status: {self.status},    "
+            f"output: {self.output!r})"
+        )
+
+
+class TransferError(RemoteError):
+    """Copying files to or from the guest failed."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        RemoteError.__init__(self, message, path)
+        self.message = message
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"{self.message}: {self.path}" if self.path else self.message
+

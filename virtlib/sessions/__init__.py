@@ -1,0 +1,77 @@
+"""Remote shell sessions: SSH (paramiko), telnet and nc (pexpect), serial console.
+
+Every session is a :class:`~virtlib.sessions.shell.ShellSession` over a small
+pexpect transport, so the command API is the same whatever carries it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pexpect
+
+from virtlib.errors import LoginBadClientError, LoginError
+from virtlib.sessions import ssh
+from virtlib.sessions.login import console_login, handle_prompts
+from virtlib.sessions.shell import ShellSession
+from virtlib.sessions.transport import ChannelSpawn
+
+__all__ = ["ShellSession", "console_login", "handle_prompts", "remote_login"]
+
+SHELL_CLIENTS = ("ssh", "telnet", "nc")
+
+
+def _client_argv(client: str, host: str, port: int, username: str) -> list[str]:
+    if client == "telnet":
+        return ["telnet", "-l", username, host, str(port)]
+    return ["nc", host, str(port)]
+
+
+def remote_login(
+    client: str,
+    host: str,
+    port: int,
+    username: str,
+    password: str,
+    prompt: str,
+    linesep: str = "\n",
+    timeout: float = 10,
+    known_hosts: Path | None = None,
+    host_key_policy: str = "accept-new",
+    log_file: Path | None = None,
+) -> ShellSession:
+    """Log in with ``client`` (ssh, telnet or nc) and return a session at the shell prompt.
+
+    :raises LoginBadClientError: an unknown client.
+    :raises LoginError: (and subclasses) the login failed.
+    """
+    if client not in SHELL_CLIENTS:
+        raise LoginBadClientError(client, list(SHELL_CLIENTS))
+    if client == "ssh":
+        if known_hosts is None:
+            raise LoginError("SSH needs a known_hosts file (per VM) to verify the guest's key")
+        connection = ssh.connect(host, port, username, password, timeout, known_hosts,
+                                 host_key_policy)
+        try:
+            channel = ssh.open_shell(connection)
+        except Exception as exc:
+            connection.close()
+            raise LoginError(f"cannot open a shell on {host}:{port}: {exc}") from None
+        spawn = ChannelSpawn(channel, connection, name=f"ssh {username}@{host}:{port}")
+    else:
+        argv = _client_argv(client, host, port, username)
+        if shutil.which(argv[0]) is None:
+            raise LoginError(f"{argv[0]} is not installed on this host")
+        spawn = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", codec_errors="replace",
+                              timeout=timeout)
+        spawn.delaybeforesend = None
+    if log_file is not None:
+        spawn.logfile_read = open(log_file, "a", encoding="utf-8")  # noqa: SIM115
+    session = ShellSession(spawn, prompt=prompt, linesep=linesep)
+    try:
+        handle_prompts(session, username, password, prompt, timeout)
+    except BaseException:
+        session.close()
+        raise
+    return session

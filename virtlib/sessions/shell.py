@@ -1,0 +1,303 @@
+"""ShellSession: the command API VM tests already use (aexpect's), over any pexpect transport.
+
+A session sends a command line, reads until the last line matches the shell
+prompt, removes the echoed command and the prompt, and asks the shell for the
+exit status with ``status_test_command``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pexpect import EOF, TIMEOUT
+from pexpect.spawnbase import SpawnBase
+
+from virtlib.errors import (
+    ShellCmdError,
+    ShellProcessTerminatedError,
+    ShellStatusError,
+    ShellTimeoutError,
+)
+from virtlib.waiting import Deadline
+
+# ANSI escape sequences (colour, cursor moves, queries) a shell or getty may print.
+_ANSI_RE = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_])")
+PrintFunc = Callable[[str], None]
+
+
+def clean_text(text: str) -> str:
+    """Terminal output as lines: CR-LF to LF, lone CRs and escape sequences dropped."""
+    text = _ANSI_RE.sub("", text)
+    return text.replace("\r\n", "\n").replace("\r", "")
+
+
+def last_nonempty_line(text: str) -> str:
+    lines = [line for line in text.split("\n") if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _compile(patterns: Sequence[str] | str) -> list[re.Pattern[str]]:
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    return [re.compile(p) for p in patterns]
+
+
+class ShellSession:
+    """A shell reached through ``spawn`` (serial console, SSH channel, telnet or nc process)."""
+
+    def __init__(
+        self,
+        spawn: SpawnBase,
+        prompt: str = r"[\#\$]\s*$",
+        linesep: str = "\n",
+        status_test_command: str = "echo $?",
+        output_source: Callable[[], str] | None = None,
+    ) -> None:
+        self.spawn = spawn
+        self.prompt = prompt
+        self.linesep = linesep
+        self.status_test_command = status_test_command
+        self._output: list[str] = []
+        self._output_source = output_source
+
+    # --- configuration -------------------------------------------------------------
+    def set_prompt(self, prompt: str) -> None:
+        self.prompt = prompt
+
+    def set_linesep(self, linesep: str) -> None:
+        self.linesep = linesep
+
+    def set_status_test_command(self, command: str) -> None:
+        self.status_test_command = command
+
+    # --- raw I/O ---------------------------------------------------------------------
+    def send(self, text: str = "") -> None:
+        self.spawn.send(text)
+
+    def sendline(self, line: str = "") -> None:
+        self.spawn.send(line + self.linesep)
+
+    def sendcontrol(self, char: str) -> None:
+        """Send Ctrl+<char> (``sendcontrol("c")`` interrupts the running command)."""
+        self.spawn.send(chr(ord(char.lower()) - ord("a") + 1))
+
+    def expect(self, pattern: Any, timeout: float = 30) -> int:
+        """pexpect's expect() on the transport, for dialogues the command API does not cover."""
+        index: int = self.spawn.expect(pattern, timeout=timeout)
+        return index
+
+    def _read_chunk(self, timeout: float) -> str | None:
+        """Some text within ``timeout`` ("" if none); None at end of stream."""
+        try:
+            text: str = self.spawn.read_nonblocking(65536, timeout)
+        except TIMEOUT:
+            return ""
+        except EOF:
+            return None
+        self._output.append(text)
+        return text
+
+    def read_nonblocking(self, internal_timeout: float = 0.05, timeout: float | None = None) -> str:
+        """Read what arrives until ``internal_timeout`` passes with nothing new (or ``timeout``)."""
+        deadline = Deadline(timeout if timeout is not None else 3600)
+        parts = []
+        while not deadline.expired():
+            chunk = self._read_chunk(min(internal_timeout, deadline.remaining()))
+            if not chunk:
+                break
+            parts.append(chunk)
+        return "".join(parts)
+
+    def get_output(self) -> str:
+        """Everything this session has seen (for the serial console: since it was attached)."""
+        if self._output_source is not None:
+            return self._output_source()
+        return "".join(self._output)
+
+    def is_alive(self) -> bool:
+        return bool(self.spawn.isalive())
+
+    def close(self) -> None:
+        self.spawn.close()
+
+    # --- reading until something matches ---------------------------------------------
+    def _read_until(
+        self,
+        found: Callable[[str], tuple[int, str] | None],
+        timeout: float,
+        print_func: PrintFunc | None,
+        what: str,
+    ) -> tuple[int, str]:
+        deadline = Deadline(timeout)
+        text = ""
+        while True:
+            result = found(clean_text(text))
+            if result is not None:
+                return result
+            if deadline.expired():
+                raise ShellTimeoutError(what, clean_text(text))
+            chunk = self._read_chunk(min(0.5, deadline.remaining()))
+            if chunk is None:
+                raise ShellProcessTerminatedError(what, None, clean_text(text))
+            if chunk and print_func is not None:
+                for line in clean_text(chunk).splitlines():
+                    print_func(line)
+            text += chunk
+
+    def read_until_last_line_matches(
+        self,
+        patterns: Sequence[str] | str,
+        timeout: float = 60,
+        internal_timeout: float | None = None,
+        print_func: PrintFunc | None = None,
+    ) -> tuple[int, str]:
+        """Read until the last non-empty line matches one of ``patterns``.
+
+        :return: (index of the pattern, the text read).
+        :raises ShellTimeoutError: nothing matched within ``timeout``.
+        :raises ShellProcessTerminatedError: the transport ended.
+        """
+        compiled = _compile(patterns)
+
+        def found(text: str) -> tuple[int, str] | None:
+            line = last_nonempty_line(text)
+            for index, pattern in enumerate(compiled):
+                if line and pattern.search(line):
+                    return index, text
+            return None
+
+        return self._read_until(found, timeout, print_func, f"last line matching {patterns!r}")
+
+    def read_until_any_line_matches(
+        self,
+        patterns: Sequence[str] | str,
+        timeout: float = 60,
+        internal_timeout: float | None = None,
+        print_func: PrintFunc | None = None,
+    ) -> tuple[int, str]:
+        """Read until any line matches one of ``patterns``: (index, text read)."""
+        compiled = _compile(patterns)
+
+        def found(text: str) -> tuple[int, str] | None:
+            for line in text.split("\n"):
+                for index, pattern in enumerate(compiled):
+                    if pattern.search(line):
+                        return index, text
+            return None
+
+        return self._read_until(found, timeout, print_func, f"a line matching {patterns!r}")
+
+    def read_up_to_prompt(
+        self, timeout: float = 60, internal_timeout: float | None = None,
+        print_func: PrintFunc | None = None,
+    ) -> str:
+        """Read until the last line is the shell prompt; return the text read."""
+        return self.read_until_last_line_matches([self.prompt], timeout, print_func=print_func)[1]
+
+    def is_responsive(self, timeout: float = 5.0) -> bool:
+        """True if the shell answers an empty command line with a prompt."""
+        try:
+            self.read_nonblocking(0.01)
+            self.sendline()
+            self.read_up_to_prompt(timeout)
+        except (ShellTimeoutError, ShellProcessTerminatedError, OSError):
+            return False
+        return True
+
+    # --- commands ----------------------------------------------------------------------
+    def cmd_output(
+        self,
+        cmd: str,
+        timeout: float = 60,
+        internal_timeout: float | None = None,
+        print_func: PrintFunc | None = None,
+        safe: bool = False,
+    ) -> str:
+        """Run ``cmd``; return its output without the echoed command and the prompt.
+
+        :raises ShellTimeoutError: no prompt within ``timeout``.
+        :raises ShellProcessTerminatedError: the session ended.
+        """
+        self.read_nonblocking(0.0)
+        try:
+            self.sendline(cmd)
+            text = self.read_up_to_prompt(timeout, print_func=print_func)
+        except ShellTimeoutError as exc:
+            raise ShellTimeoutError(cmd, exc.output) from None
+        except ShellProcessTerminatedError as exc:
+            raise ShellProcessTerminatedError(cmd, exc.status, exc.output) from None
+        except OSError as exc:
+            raise ShellProcessTerminatedError(cmd, None, str(exc)) from None
+        return strip_echo_and_prompt(text, cmd)
+
+    def cmd_status_output(
+        self,
+        cmd: str,
+        timeout: float = 60,
+        internal_timeout: float | None = None,
+        print_func: PrintFunc | None = None,
+        safe: bool = False,
+    ) -> tuple[int, str]:
+        """Run ``cmd``; return (exit status, output).
+
+        :raises ShellStatusError: the status could not be read.
+        """
+        output = self.cmd_output(cmd, timeout, print_func=print_func)
+        status_text = self.cmd_output(self.status_test_command, min(timeout, 30))
+        match = re.search(r"(-?\d+)\s*$", status_text.strip())
+        if match is None:
+            raise ShellStatusError(cmd, output)
+        return int(match.group(1)), output
+
+    def cmd_status(
+        self, cmd: str, timeout: float = 60, internal_timeout: float | None = None,
+        print_func: PrintFunc | None = None, safe: bool = False,
+    ) -> int:
+        """Run ``cmd``; return its exit status."""
+        return self.cmd_status_output(cmd, timeout, print_func=print_func)[0]
+
+    def cmd(
+        self,
+        cmd: str,
+        timeout: float = 60,
+        internal_timeout: float | None = None,
+        print_func: PrintFunc | None = None,
+        ok_status: Sequence[int] | None = None,
+        ignore_all_errors: bool = False,
+    ) -> str:
+        """Run ``cmd``; return its output.
+
+        :raises ShellCmdError: the status is not in ``ok_status`` (default ``[0]``),
+            carrying the command, status and output.
+        """
+        try:
+            status, output = self.cmd_status_output(cmd, timeout, print_func=print_func)
+        except (ShellTimeoutError, ShellProcessTerminatedError, ShellStatusError):
+            if ignore_all_errors:
+                return ""
+            raise
+        if status not in (ok_status or [0]) and not ignore_all_errors:
+            raise ShellCmdError(cmd, status, output)
+        return output
+
+    def __enter__(self) -> ShellSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def strip_echo_and_prompt(text: str, cmd: str) -> str:
+    """Drop the echoed command line (if the terminal echoed it) and the final prompt line."""
+    lines = clean_text(text).split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if lines:
+        lines.pop()  # the prompt
+    if lines and cmd.strip() and lines[0].rstrip().endswith(cmd.strip()):
+        lines.pop(0)
+    elif lines and not cmd.strip() and not lines[0].strip():
+        lines.pop(0)
+    return "\n".join(lines) + ("\n" if lines else "")

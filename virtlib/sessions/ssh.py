@@ -1,0 +1,101 @@
+"""SSH with paramiko: connections with an explicit host-key policy, and shell sessions.
+
+Host keys are never accepted blindly.  Two policies exist:
+
+- ``strict``: the key must already be in the known_hosts file;
+- ``accept-new``: a host not in the file is trusted on first use and recorded
+  there; a *changed* key is refused.  virtlib uses it with a per-VM
+  known_hosts file that it creates empty for each VM it starts, so it only ever
+  trusts the guest it just booted, never a host it did not make.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from virtlib.errors import (
+    LoginAuthenticationError,
+    LoginError,
+    LoginProcessTerminatedError,
+    LoginTimeoutError,
+)
+
+log = logging.getLogger(__name__)
+HOST_KEY_POLICIES = ("strict", "accept-new")
+
+
+class AcceptNewHostKeyPolicy(paramiko.MissingHostKeyPolicy):
+    """Trust on first use, recorded in one known_hosts file (OpenSSH's ``accept-new``)."""
+
+    def __init__(self, known_hosts: Path) -> None:
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        log.info("accepting new %s host key of %s (policy accept-new, file %s)",
+                 key.get_name(), hostname, self.known_hosts)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        self.known_hosts.touch(mode=0o600, exist_ok=True)
+        client.save_host_keys(str(self.known_hosts))
+
+
+def connect(
+    host: str,
+    port: int,
+    username: str,
+    password: str,
+    timeout: float,
+    known_hosts: Path,
+    host_key_policy: str = "accept-new",
+) -> paramiko.SSHClient:
+    """An authenticated SSHClient; errors mapped to the LoginError family."""
+    if host_key_policy not in HOST_KEY_POLICIES:
+        raise LoginError(f"unknown host key policy {host_key_policy!r}")
+    client = paramiko.SSHClient()
+    if known_hosts.exists():
+        client.load_host_keys(str(known_hosts))
+    if host_key_policy == "accept-new":
+        client.set_missing_host_key_policy(AcceptNewHostKeyPolicy(known_hosts))
+    else:
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    target = f"{username}@{host}:{port}"
+    try:
+        client.connect(
+            host,
+            port=port,
+            username=username,
+            password=password,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            look_for_keys=False,
+            allow_agent=False,
+        )
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        raise LoginAuthenticationError(
+            f"SSH host key of {host}:{port} changed (known_hosts {known_hosts}): {exc}"
+        ) from None
+    except paramiko.AuthenticationException as exc:
+        client.close()
+        raise LoginAuthenticationError(f"SSH authentication failed for {target}: {exc}") from None
+    except (TimeoutError, socket.timeout) as exc:
+        client.close()
+        raise LoginTimeoutError(f"SSH to {target}: {exc}", timeout) from None
+    except (paramiko.SSHException, EOFError) as exc:
+        client.close()
+        raise LoginError(f"SSH to {target} failed: {exc}") from None
+    except OSError as exc:
+        client.close()
+        raise LoginProcessTerminatedError(None, f"SSH to {target}: {exc}") from None
+    return client
+
+
+def open_shell(client: paramiko.SSHClient) -> Any:
+    """An interactive shell channel on a wide PTY (long commands do not wrap)."""
+    return client.invoke_shell(term="dumb", width=4096, height=1000)

@@ -1,0 +1,347 @@
+"""The typed VM specification, parsed once from Params at the edge.
+
+Backends read a :class:`VMSpec`, never raw ``params.get("...")`` strings: a
+bad value fails here, before anything is created, with a
+:class:`~virtlib.errors.VMParamsError` naming the key.  The README's params
+reference documents every key read here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from virtlib.errors import VMParamsError
+from virtlib.params import Params
+from virtlib.textutil import unescape
+
+MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+UUID_RE = re.compile(r"^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$")
+
+SHELL_CLIENTS = ("ssh", "telnet", "nc")
+NET_TYPES = ("user", "network", "bridge")
+ACCELS = ("auto", "kvm", "tcg")
+HYPERVISORS = ("auto", "qemu", "xen")
+GUEST_MODES = ("hvm", "pv")
+DISK_BUSES = ("virtio", "ide", "scsi", "sata", "usb", "xen")
+DISK_FORMATS = ("qcow2", "raw", "qed", "vmdk", "vdi", "vpc", "vhdx", "luks")
+PA_TYPES = ("no", "vf", "pf", "mixed")
+LIFECYCLE_ACTIONS = (
+    "destroy", "restart", "preserve", "rename-restart", "coredump-destroy", "coredump-restart"
+)  # fmt: skip
+CPU_MODES = ("", "host-passthrough", "host-model", "custom", "maximum")
+BUNDLED = "bundled"
+
+
+def _choice(params: Params, key: str, default: str, choices: tuple[str, ...]) -> str:
+    value = params.get(key, default).strip()
+    if value not in choices:
+        raise VMParamsError(f"parameter {key!r} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _positive(params: Params, key: str, default: int) -> int:
+    value = params.get_numeric(key, default)
+    if value <= 0:
+        raise VMParamsError(f"parameter {key!r} must be a positive integer; got {params[key]!r}")
+    return value
+
+
+def _port(params: Params, key: str, default: int) -> int:
+    value = params.get_numeric(key, default)
+    if not 0 < value < 65536:
+        raise VMParamsError(f"parameter {key!r} must be a TCP port (1-65535); got {value}")
+    return value
+
+
+def resolve_path(root_dir: str | Path, filename: str) -> Path:
+    """The seed's ``get_path``: absolute paths stay, relative ones hang off ``root_dir``."""
+    return Path(os.path.join(root_dir, os.path.expanduser(filename)))
+
+
+def image_filename(params: Params, root_dir: str | Path) -> Path:
+    """The seed's ``get_image_filename``: ``image_name`` as is for raw devices, else
+    ``<root_dir>/<image_name>.<image_format>``."""
+    image_name = params.get("image_name", "image")
+    if params.get_boolean("image_raw_device"):
+        return Path(image_name)
+    return resolve_path(root_dir, f"{image_name}.{params.get('image_format', 'qcow2')}")
+
+
+def _guest_choice(params: Params) -> str:
+    """``guest``: "bundled" (the default when no kernel, image or cdrom is given) or "none"."""
+    has_boot_media = bool(
+        params.get("kernel", "").strip() or params.objects("images") or params.objects("cdroms")
+    )
+    guest = params.get("guest", "none" if has_boot_media else BUNDLED).strip()
+    if guest not in (BUNDLED, "none"):
+        raise VMParamsError(f"parameter 'guest' must be 'bundled' or 'none'; got {guest!r}")
+    return guest
+
+
+def bundled_defaults() -> Params:
+    """Params the bundled guest needs unless the user says otherwise.
+
+    Its SSH host keys are known (made when it was built), so they are verified
+    strictly rather than trusted on first use.
+    """
+    from virtlib.guest import recipe
+
+    return Params(
+        username=recipe.USERNAME,
+        password=recipe.DEFAULT_PASSWORD,
+        shell_prompt=recipe.SHELL_PROMPT,
+        nics="nic1",
+        ssh_host_key_policy="strict",
+    )
+
+
+@dataclass(frozen=True)
+class LoginSpec:
+    """How to reach the guest's shell and copy files."""
+
+    username: str = "root"
+    password: str = field(default="", repr=False)
+    shell_prompt: str = r"[\#\$]"
+    linesep: str = "\n"
+    status_test_command: str = "echo $?"
+    shell_client: str = "ssh"
+    shell_port: int = 22
+    file_transfer_client: str = "sftp"
+    file_transfer_port: int = 22
+    # "strict": only keys in known_hosts_file; "accept-new": trust on first use per VM
+    # (the VM's own known_hosts file, which virtlib made empty when it created the VM).
+    host_key_policy: str = "accept-new"
+    known_hosts_file: str = ""
+
+    @classmethod
+    def from_params(cls, params: Params) -> LoginSpec:
+        shell_client = _choice(params, "shell_client", "ssh", SHELL_CLIENTS)
+        transfer = _choice(params, "file_transfer_client", "sftp", ("sftp", "scp"))
+        return cls(
+            username=params.get("username", "root"),
+            password=params.get("password", ""),
+            shell_prompt=params.get("shell_prompt", cls.shell_prompt),
+            linesep=unescape(params.get("shell_linesep", r"\n")),
+            status_test_command=params.get("status_test_command", "echo $?"),
+            shell_client=shell_client,
+            shell_port=_port(params, "shell_port", 22),
+            file_transfer_client=transfer,
+            file_transfer_port=_port(params, "file_transfer_port", 22),
+            host_key_policy=_choice(
+                params, "ssh_host_key_policy", "accept-new", ("strict", "accept-new")
+            ),
+            known_hosts_file=params.get("ssh_known_hosts", ""),
+        )
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    """One entry of ``images``: a disk backed by an image file or a raw device."""
+
+    name: str
+    path: Path
+    format: str
+    bus: str
+    readonly: bool
+    raw_device: bool
+    size: str
+    create: bool
+    remove: bool
+    cluster_size: str = ""
+
+    @classmethod
+    def from_params(cls, name: str, params: Params, root_dir: str | Path) -> DiskSpec:
+        raw = params.get_boolean("image_raw_device")
+        fmt = _choice(params, "image_format", "qcow2", DISK_FORMATS)
+        return cls(
+            name=name,
+            path=image_filename(params, root_dir),
+            format="raw" if raw else fmt,
+            bus=_choice(params, "drive_format", "virtio", DISK_BUSES),
+            readonly=params.get_boolean("image_readonly"),
+            raw_device=raw,
+            size=params.get("image_size", "10G"),
+            create=params.get_boolean("create_image"),
+            remove=params.get_boolean("remove_image"),
+            cluster_size=params.get("image_cluster_size", ""),
+        )
+
+
+@dataclass(frozen=True)
+class CdromSpec:
+    """One entry of ``cdroms``: an ISO file, optionally with an expected hash."""
+
+    name: str
+    path: Path | None
+    md5sum: str
+    sha1sum: str
+    bus: str
+
+    @classmethod
+    def from_params(cls, name: str, params: Params, root_dir: str | Path) -> CdromSpec:
+        iso = params.get("cdrom", "").strip()
+        return cls(
+            name=name,
+            path=resolve_path(root_dir, iso) if iso else None,
+            md5sum=params.get("md5sum", "").strip().lower(),
+            sha1sum=params.get("sha1sum", "").strip().lower(),
+            bus=_choice(params, "cd_format", "sata", ("ide", "sata", "scsi", "usb")),
+        )
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    """One entry of ``nics``."""
+
+    name: str
+    index: int
+    mac: str
+    model: str
+    nettype: str
+    netdst: str
+    guest_ports: tuple[int, ...]
+
+    @classmethod
+    def from_params(
+        cls, name: str, index: int, params: Params, login: LoginSpec
+    ) -> NicSpec:
+        mac = params.get("nic_mac", "").strip().lower()
+        if mac and not MAC_RE.match(mac):
+            raise VMParamsError(f"parameter 'nic_mac' of NIC {name!r}: {mac!r} is not a MAC address")
+        nettype = _choice(params, "nettype", "user", NET_TYPES)
+        netdst = params.get("netdst", "default" if nettype == "network" else "")
+        if nettype == "bridge" and not netdst:
+            raise VMParamsError(f"NIC {name!r}: nettype 'bridge' needs 'netdst' (the bridge name)")
+        ports: list[int] = []
+        if nettype == "user":
+            for redir in params.objects("redirs"):
+                ports.append(_port(params, f"guest_port_{redir}", 0))
+            if index == 0:
+                ports += [login.shell_port, login.file_transfer_port]
+        return cls(
+            name=name,
+            index=index,
+            mac=mac,
+            model=params.get("nic_model", "virtio"),
+            nettype=nettype,
+            netdst=netdst,
+            guest_ports=tuple(dict.fromkeys(ports)),
+        )
+
+
+@dataclass(frozen=True)
+class VMSpec:
+    """Everything a backend needs to build and run one VM."""
+
+    name: str
+    vm_type: str
+    connect_uri: str
+    hypervisor: str
+    accel: str
+    guest_mode: str
+    mem_mib: int
+    vcpus: int
+    cpu_mode: str
+    cpu_model: str
+    machine_type: str
+    guest: str
+    kernel: Path | None
+    initrd: Path | None
+    kernel_args: str
+    disks: tuple[DiskSpec, ...]
+    cdroms: tuple[CdromSpec, ...]
+    nics: tuple[NicSpec, ...]
+    on_crash: str
+    on_reboot: str
+    on_poweroff: str
+    uuid: str
+    hugepages: bool
+    pci_assignable: str
+    pci_devices_requested: int
+    login: LoginSpec
+    log_dir: Path | None
+    login_timeout: float
+    mem_chk_cmd: str
+    mem_chk_cur_cmd: str
+    cpu_chk_cmd: str
+    reboot_command: str
+    shutdown_command: str
+    shutdown_timeout: float
+
+    @classmethod
+    def from_params(cls, name: str, params: Params, root_dir: str | Path = ".") -> VMSpec:
+        """Parse and check every key a VM uses; raise VMParamsError on the first bad one."""
+        if not name or "/" in name or name != name.strip():
+            raise VMParamsError(f"invalid VM name {name!r}")
+        guest = _guest_choice(params)
+        if guest == BUNDLED:
+            merged = bundled_defaults()
+            merged.update(params)
+            params = merged
+        login = LoginSpec.from_params(params)
+        disks = tuple(
+            DiskSpec.from_params(n, params.object_params(n), root_dir)
+            for n in params.objects("images")
+        )
+        cdroms = tuple(
+            CdromSpec.from_params(n, params.object_params(n), root_dir)
+            for n in params.objects("cdroms")
+        )
+        nics = tuple(
+            NicSpec.from_params(n, i, params.object_params(n), login)
+            for i, n in enumerate(params.objects("nics"))
+        )
+        kernel = params.get("kernel", "").strip()
+        initrd = params.get("initrd", "").strip()
+        uuid = params.get("uuid", "").strip().lower()
+        if uuid and uuid != "random" and not UUID_RE.match(uuid):
+            raise VMParamsError(f"parameter 'uuid' must be 'random' or a UUID; got {uuid!r}")
+        cpu_mode = params.get("cpu_mode", "").strip()
+        if cpu_mode not in CPU_MODES:
+            raise VMParamsError(
+                f"parameter 'cpu_mode' must be one of {', '.join(CPU_MODES[1:])}; got {cpu_mode!r}"
+            )
+        # Checked by the backend against what it can assign (VMBadPATypeError), as in the seed.
+        pci_assignable = params.get("pci_assignable", "no").strip()
+        return cls(
+            name=name,
+            vm_type=params.get("vm_type", "libvirt"),
+            connect_uri=params.get("connect_uri", "qemu:///system"),
+            hypervisor=_choice(params, "hypervisor", "auto", HYPERVISORS),
+            accel=_choice(params, "accel", "auto", ACCELS),
+            guest_mode=_choice(params, "hvm_or_pv", "hvm", GUEST_MODES),
+            mem_mib=_positive(params, "mem", 512),
+            vcpus=_positive(params, "smp", 1),
+            cpu_mode=cpu_mode,
+            cpu_model=params.get("cpu_model", "").strip(),
+            machine_type=params.get("machine_type", "").strip(),
+            guest=guest,
+            kernel=resolve_path(root_dir, kernel) if kernel else None,
+            initrd=resolve_path(root_dir, initrd) if initrd else None,
+            kernel_args=params.get("kernel_args", ""),
+            disks=disks,
+            cdroms=cdroms,
+            nics=nics,
+            on_crash=_choice(params, "on_crash", "destroy", LIFECYCLE_ACTIONS),
+            on_reboot=_choice(params, "on_reboot", "restart", LIFECYCLE_ACTIONS),
+            on_poweroff=_choice(params, "on_poweroff", "destroy", LIFECYCLE_ACTIONS),
+            uuid=uuid,
+            hugepages=params.get_boolean("hugepage"),
+            pci_assignable=pci_assignable,
+            pci_devices_requested=params.get_numeric("devices_requested", 1),
+            login=login,
+            log_dir=Path(params["log_dir"]) if params.get("log_dir") else None,
+            login_timeout=params.get_float("login_timeout", 240.0),
+            mem_chk_cmd=params.get("mem_chk_cmd", "grep MemTotal /proc/meminfo"),
+            mem_chk_cur_cmd=params.get("mem_chk_cur_cmd", "grep MemTotal /proc/meminfo"),
+            cpu_chk_cmd=params.get("cpu_chk_cmd", "grep -c ^processor /proc/cpuinfo"),
+            reboot_command=params.get("reboot_command", "reboot"),
+            shutdown_command=params.get("shutdown_command", "poweroff"),
+            shutdown_timeout=params.get_float("shutdown_timeout", 30.0),
+        )
+
+    def nic(self, index: int) -> NicSpec | None:
+        return self.nics[index] if 0 <= index < len(self.nics) else None

@@ -1,0 +1,51 @@
+"""Private working directories: one 0700 directory per VM under a private base.
+
+The seed wrote ``/tmp/serial-<id>`` files: predictable names in a shared
+directory.  virtlib keeps a VM's files (serial log, session logs, known_hosts)
+in a directory only its owner can enter.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+
+from virtlib.errors import VMError
+
+ENV_RUN_DIR = "VIRTLIB_RUN_DIR"
+
+
+def default_base() -> Path:
+    """``$VIRTLIB_RUN_DIR``, else ``$XDG_RUNTIME_DIR/virtlib``, else ``<tmp>/virtlib-<uid>``."""
+    if os.environ.get(ENV_RUN_DIR):
+        return Path(os.environ[ENV_RUN_DIR])
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(os.environ["XDG_RUNTIME_DIR"]) / "virtlib"
+    return Path(tempfile.gettempdir()) / f"virtlib-{os.getuid()}"
+
+
+def private_base(base: Path | None = None) -> Path:
+    """Create (or check) the base directory: ours, a real directory, mode 0700."""
+    base = base or default_base()
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = os.lstat(base)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise VMError(f"{base} is not a directory owned by uid {os.getuid()}; refusing to use it")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(base, 0o700)
+    return base
+
+
+def make_vm_dir(name: str, instance: str, base: Path | None = None) -> Path:
+    """A new private directory for one VM (mkdtemp: unique even for equal names)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40]
+    return Path(tempfile.mkdtemp(prefix=f"{safe}-{instance}-", dir=private_base(base)))
+
+
+def remove_tree(path: Path | None) -> None:
+    """Remove a directory tree if it exists."""
+    if path is not None and path.exists():
+        shutil.rmtree(path, ignore_errors=True)

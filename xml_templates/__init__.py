@@ -1,0 +1,1 @@
+"""Domain XML skeletons, installed as virtlib's package data (``virtlib.xml_templates``)."""
