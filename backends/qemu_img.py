@@ -9,9 +9,11 @@ making, so bad input leaves nothing behind.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,10 +86,18 @@ class QemuImg:
         backing_format: str | None = None,
         options: dict[str, str] | None = None,
     ) -> Path:
-        """Create an image (an overlay when ``backing_file`` is given: its format is explicit)."""
+        """Create an image (an overlay when ``backing_file`` is given: its format is explicit).
+
+        The image is made under a temporary name in the same directory and renamed
+        into place, so a failure leaves neither a half-made file nor (qemu-img
+        deletes its target on some failures) a damaged earlier image.
+        """
         opts = dict(options or {})
         if cluster_size:
-            opts["cluster_size"] = cluster_size
+            opts["cluster_size"] = check_size(cluster_size)
+        for key, value in opts.items():
+            if "," in key or "," in str(value) or "=" in key:
+                raise VMParamsError(f"invalid image option {key}={value!r}")
         args = ["create", "-q", "-f", check_format(fmt)]
         if backing_file is not None:
             if not backing_format:
@@ -97,16 +107,17 @@ class QemuImg:
             args += ["-b", str(backing_file.resolve()), "-F", check_format(backing_format)]
         if opts:
             args += ["-o", ",".join(f"{k}={v}" for k, v in opts.items())]
-        args.append(str(path))
-        if size is not None:
-            args.append(check_size(size))
-        existed = path.exists()
+        size_arg = [check_size(size)] if size is not None else []
+        if not path.parent.is_dir():
+            raise VMParamsError(f"cannot create {path}: {path.parent} is not a directory")
+        fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        temp = Path(temp_name)
         try:
-            self.run(*args)
-        except ImageError:
-            if not existed:
-                path.unlink(missing_ok=True)
-            raise
+            self.run(*args, str(temp), *size_arg)
+            os.replace(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
         return path
 
     def info(self, path: Path, backing_chain: bool = False, force_share: bool = False) -> Any:

@@ -313,6 +313,7 @@ class LoginTimeoutError(LoginError):
         msg = "Login timeout expired" + (f" after {timeout:g} s" if timeout else "")
         LoginError.__init__(self, msg, output)
         self.timeout = timeout
+        self.args = (output, timeout)
 
 
 class LoginProcessTerminatedError(LoginError):
@@ -321,6 +322,7 @@ class LoginProcessTerminatedError(LoginError):
     def __init__(self, status: int | None = None, output: str = "") -> None:
         LoginError.__init__(self, f"Client process terminated (status: {status})", output)
         self.status = status
+        self.args = (status, output)
 
 
 class LoginBadClientError(LoginError):
@@ -331,6 +333,8 @@ class LoginBadClientError(LoginError):
             self, f"Unknown remote shell client {client!r} (known: {', '.join(known)})"
         )
         self.client = client
+        self.known = known
+        self.args = (client, known)
 
 
 class ShellError(RemoteError):
@@ -351,6 +355,7 @@ class ShellProcessTerminatedError(ShellError):
     def __init__(self, cmd: str, status: int | None, output: str) -> None:
         ShellError.__init__(self, cmd, output)
         self.status = status
+        self.args = (cmd, status, output)
 
     def __str__(self) -> str:
         return (

@@ -19,13 +19,14 @@ from virtlib.backends.qemu_img import (
     CHECK_CORRUPT,
     CHECK_INCOMPLETE,
     CHECK_LEAKS,
+    CHECK_UNSUPPORTED,
     CheckResult,
     QemuImg,
     check_size,
 )
-from virtlib.errors import VMImageCheckError, VMImageMissingError
+from virtlib.errors import VMImageCheckError, VMImageMissingError, VMParamsError
 from virtlib.params import Params
-from virtlib.spec import image_filename, resolve_path
+from virtlib.spec import DISK_FORMATS, image_filename, resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,13 @@ def create_image(params: dict[str, str], root_dir: str | Path) -> str:
     p = _params(params)
     path = image_filename(p, root_dir)
     size = check_size(p.get("image_size", "10G"))
+    fmt = p.get("image_format", "qcow2")
+    if fmt not in DISK_FORMATS:
+        raise VMParamsError(f"parameter 'image_format' must be one of {', '.join(DISK_FORMATS)}; "
+                            f"got {fmt!r}")
     qemu_img(p, root_dir).create(
         path,
-        p.get("image_format", "qcow2"),
+        fmt,
         size,
         cluster_size=p.get("image_cluster_size") or None,
     )
@@ -110,6 +115,9 @@ def check_image(params: dict[str, str], root_dir: str | Path) -> CheckResult | N
         log.debug("image %s is raw: nothing to check", path)
         return None
     result = qemu_img(p, root_dir).check(path, fmt)
+    if result.status == CHECK_UNSUPPORTED:
+        log.debug("qemu-img cannot check %s images: %s", fmt, path)
+        return None
     if result.status == CHECK_CORRUPT:
         for line in result.output.splitlines():
             log.error("[qemu-img check] %s", line)

@@ -64,6 +64,8 @@ def parse_keys(keystr: str) -> list[int]:
 
 def char_to_keystr(char: str) -> str:
     """The key string that types ``char`` on a US keyboard (``"A"`` -> ``"shift-a"``)."""
+    if len(char) != 1:
+        raise VMParamsError(f"char_to_keystr takes one character, not {char!r}")
     if char in string.ascii_lowercase or char in string.digits:
         return char
     if char in string.ascii_uppercase:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from virtlib.errors import VMParamsError
 from virtlib.reservations import ReservationTable
+from virtlib.spec import MAC_RE
 
 PREFIX = "52:54:00"
 
@@ -26,15 +27,19 @@ class MacPool:
             return rows.get(f"{instance}/{nic_index}")
 
     def reserve(self, instance: str, nic_index: int, mac: str | None = None) -> str:
-        """Reserve ``mac`` (or a new random one) for the NIC; an existing reservation is kept.
+        """Reserve ``mac`` (or a new random one) for the NIC.
+
+        Without ``mac`` an existing reservation of the NIC is kept; with one, it replaces it.
 
         :raises VMParamsError: ``mac`` is already reserved by another VM.
         """
         key = f"{instance}/{nic_index}"
+        if mac is not None and not MAC_RE.match(mac.lower()):
+            raise VMParamsError(f"{mac!r} is not a MAC address")
         with self.table.locked() as rows:
-            if key in rows:
+            if key in rows and (mac is None or rows[key] == mac.lower()):
                 return rows[key]
-            owners = {value: owner for owner, value in rows.items()}
+            owners = {value: owner for owner, value in rows.items() if owner != key}
             if mac is not None:
                 mac = mac.lower()
                 if mac in owners:

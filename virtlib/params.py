@@ -19,7 +19,7 @@ from virtlib.errors import VMParamsError, VMParamsKeyError
 _TRUE = frozenset({"yes", "on", "true"})
 _FALSE = frozenset({"no", "off", "false"})
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-_QUOTED_RE = re.compile(r"""^(["'])(.*)\1$""", re.DOTALL)
+_QUOTED_RE = re.compile(r"""^"([^"]*)"$|^'([^']*)'$""")
 
 
 def _as_str(key: str, value: Any) -> str:
@@ -124,8 +124,13 @@ class Params(dict[str, str]):
         """The integer in ``self[key]`` (``int(v, 0)``: 10, 0x10, 0o10 and 0b10 all work)."""
         if key not in self:
             return default
+        text = self[key].strip()
         try:
-            return int(self[key].strip(), 0)
+            return int(text, 0)
+        except ValueError:
+            pass
+        try:
+            return int(text, 10)  # "010": decimal, as plain int() read it
         except ValueError:
             raise VMParamsError(f"parameter {key!r} must be an integer, not {self[key]!r}") from None
 
@@ -194,7 +199,9 @@ def parse_assignment(line: str, source: str) -> tuple[str, str]:
     if not _KEY_RE.match(key):
         raise VMParamsError(f"{source}: {key!r} is not a valid parameter name")
     quoted = _QUOTED_RE.match(value)
-    return key, quoted.group(2) if quoted else value
+    if quoted:
+        value = quoted.group(1) if quoted.group(1) is not None else quoted.group(2)
+    return key, value
 
 
 def parse_lines(lines: Iterable[str], source: str) -> list[tuple[str, str]]:

@@ -42,6 +42,13 @@ def _choice(params: Params, key: str, default: str, choices: tuple[str, ...]) ->
     return value
 
 
+def _unescaped(params: Params, key: str, default: str) -> str:
+    try:
+        return unescape(params.get(key, default))
+    except VMParamsError as exc:
+        raise VMParamsError(f"parameter {key!r}: {exc}") from None
+
+
 def _positive(params: Params, key: str, default: int) -> int:
     value = params.get_numeric(key, default)
     if value <= 0:
@@ -124,7 +131,7 @@ class LoginSpec:
             username=params.get("username", "root"),
             password=params.get("password", ""),
             shell_prompt=params.get("shell_prompt", cls.shell_prompt),
-            linesep=unescape(params.get("shell_linesep", r"\n")),
+            linesep=_unescaped(params, "shell_linesep", r"\n"),
             status_test_command=params.get("status_test_command", "echo $?"),
             shell_client=shell_client,
             shell_port=_port(params, "shell_port", 22),
@@ -270,6 +277,7 @@ class VMSpec:
     reboot_command: str
     shutdown_command: str
     shutdown_timeout: float
+    migration_bandwidth_mib: int
 
     @classmethod
     def from_params(cls, name: str, params: Params, root_dir: str | Path = ".") -> VMSpec:
@@ -341,6 +349,7 @@ class VMSpec:
             reboot_command=params.get("reboot_command", "reboot"),
             shutdown_command=params.get("shutdown_command", "poweroff"),
             shutdown_timeout=params.get_float("shutdown_timeout", 30.0),
+            migration_bandwidth_mib=params.get_numeric("migration_bandwidth", 0),
         )
 
     def nic(self, index: int) -> NicSpec | None:

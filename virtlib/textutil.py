@@ -27,7 +27,10 @@ def unescape(text: str) -> str:
             return _ESCAPES[code]
         raise VMParamsError(f"unknown escape sequence \\{code} in {text!r}")
 
-    return _ESCAPE_RE.sub(replace, text)
+    result = _ESCAPE_RE.sub(replace, text)
+    if re.search(r"(?<!\\)(\\\\)*\\$", text):
+        raise VMParamsError(f"{text!r} ends in a lone backslash")
+    return result
 
 
 def random_string(length: int, alphabet: str = string.ascii_lowercase + string.digits) -> str:

@@ -30,8 +30,11 @@ def default_base() -> Path:
 def private_base(base: Path | None = None) -> Path:
     """Create (or check) the base directory: ours, a real directory, mode 0700."""
     base = base or default_base()
-    base.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = os.lstat(base)
+    try:
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = os.lstat(base)
+    except OSError as exc:
+        raise VMError(f"cannot use {base} as virtlib's private directory: {exc}") from None
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
         raise VMError(f"{base} is not a directory owned by uid {os.getuid()}; refusing to use it")
     if stat.S_IMODE(info.st_mode) & 0o077:

@@ -12,15 +12,17 @@ from __future__ import annotations
 import logging
 import queue
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import libvirt
 
 from virtlib.accel import AccelChoice
-from virtlib.backends.libvirt import designer, domxml
+from virtlib.backends.libvirt import designer, domxml, migration
 from virtlib.backends.libvirt.console import DomainConsole
 from virtlib.backends.libvirt.errors import message, translated
 from virtlib.backends.libvirt.host import DomainEvent, Host, require_uri
+from virtlib.backends.libvirt.migration import MigrationProgress, MigrationResult
 from virtlib.contract import BaseVM
 from virtlib.errors import (
     LoginError,
@@ -83,6 +85,7 @@ class LibvirtVM(BaseVM):
     """A VM run by libvirtd (``vm_type = libvirt``); see the module docstring."""
 
     BACKEND = "libvirt"
+    MIGRATION_PROTOS: ClassVar[list[str]] = list(migration.PROTOCOLS)
 
     def __init__(self, name: str, params: dict[str, str], root_dir: str | Path = ".") -> None:
         super().__init__(name, params, root_dir)
@@ -90,6 +93,7 @@ class LibvirtVM(BaseVM):
         self.accel: AccelChoice | None = None
         self.xml = ""
         self.allocations = designer.Allocations()
+        self._guest: GuestImage | None = None
         self._buffer: ConsoleBuffer | None = None
         self._console: DomainConsole | None = None
         self._reconnect_listener = self._on_reconnect
@@ -165,10 +169,9 @@ class LibvirtVM(BaseVM):
             pci_devices=lambda: pci_devices(host),
         )
         self.accel = facts.accel
-        boot, guest = self._boot_media()
+        boot, self._guest = self._boot_media()
         self._reserve(mac_source)
-        if guest is not None:
-            self._trust_host_keys(guest)
+        self._trust_host_keys()
         return self._render(self.spec, facts, boot)
 
     def _boot_media(self) -> tuple[designer.BootMedia | None, GuestImage | None]:
@@ -197,9 +200,10 @@ class LibvirtVM(BaseVM):
                 self.allocations.ports[(nic.index, guest_port)] = ports.reserve(
                     self.instance, f"nic{nic.index}/{guest_port}")
 
-    def _trust_host_keys(self, guest: GuestImage) -> None:
+    def _trust_host_keys(self) -> None:
         """The bundled guest's host keys are known: trust exactly them at each SSH forward."""
-        if self.spec.login.known_hosts_file:
+        guest = self._guest
+        if guest is None or self.spec.login.known_hosts_file:
             return
         ssh_port = self.spec.login.shell_port
         text = "".join(guest.known_hosts("127.0.0.1", port)
@@ -549,13 +553,25 @@ class LibvirtVM(BaseVM):
         save_path: str = "/tmp",
         dest_host: str = "localhost",
         remote_port: int | None = None,
-    ) -> Any:
-        """Live-migrate through libvirt's migration API (see :mod:`.migration`)."""
-        from virtlib.backends.libvirt.migration import migrate
+        progress: Callable[[MigrationProgress], None] | None = None,
+    ) -> MigrationResult:
+        """Migrate through libvirt's migration API (see :mod:`.migration`).
 
-        return migrate(self, timeout=timeout, protocol=protocol, cancel_delay=cancel_delay,
-                       offline=offline, stable_check=stable_check, clean=clean,
-                       save_path=save_path, dest_host=dest_host, remote_port=remote_port)
+        The destination is ``migration_dest_uri`` from params, else
+        ``qemu+ssh://<dest_host>/system``.  ``progress`` (virtlib's addition) is
+        called with a MigrationProgress about five times a second.
+
+        :return: a MigrationResult (time, downtime, bytes).
+        :raises VMMigrateTimeoutError, VMMigrateCancelError: the job was aborted;
+            the VM runs on the source.
+        :raises VMMigrateFailedError: any other failure; the VM runs on the source.
+        :raises VMMigrateProtoUnsupportedError: ``protocol`` not in MIGRATION_PROTOS.
+        :raises VMMigrateStateMismatchError: ``stable_check`` found a difference.
+        """
+        return migration.migrate(
+            self, timeout=timeout, protocol=protocol, cancel_delay=cancel_delay,
+            offline=offline, stable_check=stable_check, clean=clean, save_path=save_path,
+            dest_host=dest_host, remote_port=remote_port, progress=progress)
 
 
 def pick_address(interfaces: dict[str, Any], mac: str) -> str | None:

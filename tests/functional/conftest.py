@@ -14,6 +14,7 @@ import pytest
 
 import virtlib
 from virtlib.backends.libvirt.domxml import parse, read_metadata
+from virtlib.secondhost import SecondHost
 from virtlib.textutil import random_string
 
 from functional_support import VMFactory
@@ -93,3 +94,13 @@ def no_domains_left(request: pytest.FixtureRequest) -> Iterator[None]:
     finally:
         conn.close()
     assert not left, f"domains left behind by this test run: {left}"
+
+
+@pytest.fixture(scope="session")
+def second_host(libvirt_uri: str) -> Iterator[SecondHost]:
+    """A second libvirt host on this machine (its own libvirtd in a mount namespace)."""
+    host = SecondHost.start()
+    try:
+        yield host
+    finally:
+        host.stop()

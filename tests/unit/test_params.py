@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from virtlib import Params, VMParamsError, VMParamsKeyError
 
 # --- objects() ------------------------------------------------------------------------------
@@ -277,7 +276,7 @@ def test_from_file_malformed_line_names_file_and_line(tmp_path: Path, text: str,
 
 def test_from_file_missing_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.cfg"
-    with pytest.raises(VMParamsError, match="nope.cfg"):
+    with pytest.raises(VMParamsError, match=r"nope\.cfg"):
         Params.from_file(missing)
 
 
@@ -286,7 +285,7 @@ def test_from_file_directory_or_binary_is_a_params_error(tmp_path: Path) -> None
         Params.from_file(tmp_path)
     binary = tmp_path / "bin.cfg"
     binary.write_bytes(b"a = \xff\xfe\n")
-    with pytest.raises(VMParamsError, match="bin.cfg"):
+    with pytest.raises(VMParamsError, match=r"bin\.cfg"):
         Params.from_file(binary)
 
 

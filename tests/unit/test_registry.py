@@ -1,4 +1,4 @@
-"""The backend registry: built-in libvirt, unknown vm_types, entry-point plugins, abstract BaseVM."""
+"""The backend registry: built-in libvirt, unknown vm_types, plugins, abstract BaseVM."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import virtlib
 from virtlib import BaseVM, Params, VMParamsError, registry
 
@@ -108,9 +107,7 @@ def test_new_vm_passes_root_dir(tmp_path: Path, kernel: Path) -> None:
 
 def test_new_vm_bad_params_fail_at_construction(kernel: Path) -> None:
     with pytest.raises(VMParamsError, match="'mem'"):
-        virtlib.new_vm(
-            "vm1", {"connect_uri": "test:///default", "kernel": str(kernel), "mem": "0"}
-        )
+        virtlib.new_vm("vm1", {"connect_uri": "test:///default", "kernel": str(kernel), "mem": "0"})
 
 
 def test_backend_class_libvirt() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from virtlib import Params, VMParamsError, VMSpec
 from virtlib.guest import recipe
 
@@ -283,11 +282,6 @@ def test_shell_linesep_unknown_escape_is_an_error() -> None:
         spec(shell_linesep=r"\q")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spec.py LoginSpec.from_params calls unescape() without naming 'shell_linesep' "
-    "in the error, unlike every other bad value",
-)
 def test_shell_linesep_unknown_escape_names_the_key() -> None:
     with pytest.raises(VMParamsError, match="'shell_linesep'"):
         spec(shell_linesep=r"\q")

@@ -13,6 +13,7 @@ from virtlib.guest.recipe import (
     DEFAULT_PASSWORD,
     KERNEL_ARGS,
     LOGIN_PROMPT,
+    PASSWORD_PROMPT,
     RECIPE_VERSION,
     SHELL_PROMPT,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "DEFAULT_PASSWORD",
     "KERNEL_ARGS",
     "LOGIN_PROMPT",
+    "PASSWORD_PROMPT",
     "RECIPE_VERSION",
     "SHELL_PROMPT",
     "GuestBuildError",

@@ -25,6 +25,8 @@ from virtlib.guest.recipe import KERNEL_METAPACKAGE, LIBRARY_SOURCES, USERLAND_P
 
 Log = Callable[[str], None]
 
+GUEST_ARCH = "amd64"
+
 LIB_DIRS = (
     "/lib/x86_64-linux-gnu",
     "/usr/lib/x86_64-linux-gnu",
@@ -234,6 +236,8 @@ def resolve_packages(log: Log | None = None) -> ResolvedPackages:
 
 def _resolve_packages(log: Log | None) -> ResolvedPackages:
     arch = native_arch()
+    if arch != GUEST_ARCH:
+        raise GuestBuildError(f"the test guest is {GUEST_ARCH}; this host's dpkg is {arch}")
     meta = apt_show([KERNEL_METAPACKAGE], arch).get(KERNEL_METAPACKAGE)
     if meta is None:
         raise PackageFetchError(f"apt does not know {KERNEL_METAPACKAGE} (run apt-get update?)")
@@ -253,7 +257,7 @@ def _resolve_packages(log: Log | None) -> ResolvedPackages:
     missing = [name for name in roots if name not in records]
     if missing:
         raise PackageFetchError(f"apt has no candidate for {', '.join(missing)}")
-    pending = [name for name in LIBRARY_SOURCES]
+    pending = list(LIBRARY_SOURCES)
     expanded: set[str] = set()
     while pending:
         wanted: list[str] = []

@@ -17,8 +17,9 @@ USERNAME = "root"
 DEFAULT_PASSWORD = "virtlib"  # noqa: S105 - the documented password of a throwaway test guest
 
 KERNEL_ARGS = "console=ttyS0 quiet panic=-1"
-"""Serial console; ``quiet`` keeps the console to warnings (oopses still show, and boot is
-faster: every console byte is an emulated UART write); ``panic=-1`` reboots on a panic."""
+"""Serial console; ``quiet`` keeps boot chatter off the console (oopses and panics still
+show: the kernel makes the console verbose for them; WARN_ON traces do not);
+``panic=-1`` reboots at once on a panic instead of hanging."""
 
 SHELL_PROMPT = r"^\[root@virtlib-guest [^\]]*\][#$] (?:\x1b\[6n)?$"
 """Matches the last line of output while the shell waits, e.g. ``[root@virtlib-guest ~]# ``
