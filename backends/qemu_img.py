@@ -69,7 +69,9 @@ class QemuImg:
             raise VMParamsError(f"qemu-img binary not found: {binary!r}")
         self.binary = resolved
 
-    def run(self, *args: str, ok_statuses: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, ok_statuses: tuple[int, ...] = (0,)
+    ) -> subprocess.CompletedProcess[str]:
         argv = [self.binary, *args]
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
         if proc.returncode not in ok_statuses:

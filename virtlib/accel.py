@@ -51,8 +51,10 @@ def kvm_device_problem(device: Path = KVM_DEVICE) -> str | None:
         return f"{device} is not readable and writable by this user"
     mode = device.stat().st_mode & 0o777
     if os.getuid() == 0 and mode & 0o060 != 0o060:
-        return (f"{device} is mode {mode:o}: QEMU (user libvirt-qemu) cannot open it; "
-                "run 'chgrp kvm /dev/kvm; chmod 0660 /dev/kvm' (scripts/setup-host does)")
+        return (
+            f"{device} is mode {mode:o}: QEMU (user libvirt-qemu) cannot open it; "
+            "run 'chgrp kvm /dev/kvm; chmod 0660 /dev/kvm' (scripts/setup-host does)"
+        )
     return None
 
 
@@ -69,12 +71,16 @@ def decide(
     flags = cpu_flags() if flags is None else flags
     problem = device_problem
     if problem is None and not flags & HW_VIRT_FLAGS:
-        problem = ("the CPU has no vmx/svm flag: this is nested virtualisation without "
-                   "hardware support, where KVM guests crawl")
+        problem = (
+            "the CPU has no vmx/svm flag: this is nested virtualisation without "
+            "hardware support, where KVM guests crawl"
+        )
     if requested == "kvm":
         if problem and device_problem:
             raise VMParamsError(f"accel=kvm was asked for, but {problem}")
-        return AccelChoice("kvm", "asked for with accel=kvm" + (f" although {problem}" if problem else ""))
+        return AccelChoice(
+            "kvm", "asked for with accel=kvm" + (f" although {problem}" if problem else "")
+        )
     if problem:
         return AccelChoice("tcg", problem)
     return AccelChoice("kvm", f"{KVM_DEVICE} is usable and the CPU has hardware virtualisation")

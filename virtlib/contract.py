@@ -191,8 +191,9 @@ class BaseVM(abc.ABC):
         :raises TransferError: a path is wrong or the transfer failed.
         :raises LoginError: the guest cannot be reached.
         """
-        transfer.copy_files_to(self._transfer_target(nic_index, timeout), host_path, guest_path,
-                               verbose=verbose)
+        transfer.copy_files_to(
+            self._transfer_target(nic_index, timeout), host_path, guest_path, verbose=verbose
+        )
 
     def copy_files_from(
         self,
@@ -207,8 +208,9 @@ class BaseVM(abc.ABC):
         :raises TransferError: a path is wrong or the transfer failed.
         :raises LoginError: the guest cannot be reached.
         """
-        transfer.copy_files_from(self._transfer_target(nic_index, timeout), guest_path, host_path,
-                                 verbose=verbose)
+        transfer.copy_files_from(
+            self._transfer_target(nic_index, timeout), guest_path, host_path, verbose=verbose
+        )
 
     def _transfer_target(self, nic_index: int, timeout: float) -> transfer.Target:
         login = self.spec.login
@@ -239,12 +241,12 @@ class BaseVM(abc.ABC):
         login = self.spec.login
         console.set_linesep(login.linesep)
         console.set_status_test_command(login.status_test_command)
-        sessions.console_login(
-            console, login.username, login.password, login.shell_prompt, timeout
-        )
+        sessions.console_login(console, login.username, login.password, login.shell_prompt, timeout)
         return console
 
-    def wait_for_serial_login(self, timeout: float = 240, internal_timeout: float = 10) -> ShellSession:
+    def wait_for_serial_login(
+        self, timeout: float = 240, internal_timeout: float = 10
+    ) -> ShellSession:
         """Try serial_login() until ``timeout``; at the deadline the last error is raised."""
         log.debug("waiting for serial login to %r (timeout %gs)", self.name, timeout)
         return retry(
@@ -267,7 +269,7 @@ class BaseVM(abc.ABC):
             return self.uuid
         return self.spec.uuid if self.spec.uuid and self.spec.uuid != "random" else None
 
-    def send_string(self, str: str) -> None:  # noqa: A002 - the seed's parameter name
+    def send_string(self, str: str) -> None:
         """Type a string on the VM's keyboard (letters, digits, spaces and US punctuation)."""
         for char in str:
             self.send_key(char_to_keystr(char))
@@ -356,7 +358,7 @@ class BaseVM(abc.ABC):
         offline: bool = False,
         stable_check: bool = False,
         clean: bool = True,
-        save_path: str = "/tmp",
+        save_path: str = "/tmp",  # noqa: S108 - the seed's default
         dest_host: str = "localhost",
         remote_port: int | None = None,
     ) -> Any:

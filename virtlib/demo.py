@@ -54,11 +54,15 @@ class Demo:
 
     def table(self) -> str:
         width = max(len(s.name) for s in self.steps) if self.steps else 10
-        lines = [f"{'step':<{width}}  {'result':<6}  {'seconds':>8}  detail",
-                 f"{'-' * width}  ------  --------  ------"]
+        lines = [
+            f"{'step':<{width}}  {'result':<6}  {'seconds':>8}  detail",
+            f"{'-' * width}  ------  --------  ------",
+        ]
         for s in self.steps:
-            lines.append(f"{s.name:<{width}}  {'ok' if s.ok else 'FAILED':<6}  "
-                         f"{s.seconds:>8.2f}  {s.detail[:70]}")
+            lines.append(
+                f"{s.name:<{width}}  {'ok' if s.ok else 'FAILED':<6}  "
+                f"{s.seconds:>8.2f}  {s.detail[:70]}"
+            )
         return "\n".join(lines)
 
 
@@ -70,27 +74,42 @@ def run_demo(out: TextIO, uri: str = "qemu:///system") -> int:
     try:
         from virtlib.guest import ensure_guest
 
-        demo.run("build or find the bundled guest", ensure_guest,
-                 lambda g: f"{g.kernel_release or g.kernel.name}, {g.initrd.stat().st_size >> 10} KiB initrd")
+        demo.run(
+            "build or find the bundled guest",
+            ensure_guest,
+            lambda g: (
+                f"{g.kernel_release or g.kernel.name}, {g.initrd.stat().st_size >> 10} KiB initrd"
+            ),
+        )
         params = Params(vm_type="libvirt", connect_uri=uri)
         vm = new_vm(f"virtlib-demo-{random_string(6)}", params)
-        demo.run("create (boot through libvirt)", vm.create,
-                 lambda _: str(getattr(vm, "accel", "")))
-        demo.run("serial login", lambda: vm.wait_for_serial_login(timeout=120),
-                 lambda _: "prompt reached on the serial console")
-        demo.run("serial command", lambda: vm.serial_console.cmd("uname -sr").strip()
-                 if vm.serial_console else "", str)
-        session = demo.run("SSH login", lambda: vm.wait_for_login(timeout=120),
-                           lambda _: f"127.0.0.1:{vm.get_port(22)}")
+        demo.run(
+            "create (boot through libvirt)", vm.create, lambda _: str(getattr(vm, "accel", ""))
+        )
+        demo.run(
+            "serial login",
+            lambda: vm.wait_for_serial_login(timeout=120),
+            lambda _: "prompt reached on the serial console",
+        )
+        demo.run(
+            "serial command",
+            lambda: vm.serial_console.cmd("uname -sr").strip() if vm.serial_console else "",
+            str,
+        )
+        session = demo.run(
+            "SSH login",
+            lambda: vm.wait_for_login(timeout=120),
+            lambda _: f"127.0.0.1:{vm.get_port(22)}",
+        )
         demo.run("SSH command", lambda: session.cmd("echo $((6*7)) from $(hostname)").strip())
         session.close()
         status = 0
-    except Exception:  # noqa: S110 - the step recorded it; the table shows it
+    except Exception:
         status = 1
     finally:
         if vm is not None:
             try:
-                demo.run("destroy", lambda: vm.destroy(), lambda _: "no domain left")
+                demo.run("destroy", vm.destroy, lambda _: "no domain left")
             except Exception:
                 status = 1
     out.write("\n" + demo.table() + "\n")

@@ -40,8 +40,7 @@ class VMHashMismatchError(VMError):
 
     def __str__(self) -> str:
         return (
-            f"CD image hash ({self.actual_hash}) differs from expected one "
-            f"({self.expected_hash})"
+            f"CD image hash ({self.actual_hash}) differs from expected one ({self.expected_hash})"
         )
 
 
@@ -194,8 +193,7 @@ class VMMigrateStateMismatchError(VMMigrateError):
 
     def __str__(self) -> str:
         return (
-            f"Mismatch of VM state before and after migration "
-            f"({self.src_hash} != {self.dst_hash})"
+            f"Mismatch of VM state before and after migration ({self.src_hash} != {self.dst_hash})"
         )
 
 
@@ -348,7 +346,10 @@ class ShellError(RemoteError):
 
 class ShellTimeoutError(ShellError):
     def __str__(self) -> str:
-        return f"Timeout expired while waiting for shell command to complete: {self.cmd!r}    (output: {self.output!r})"
+        return (
+            "Timeout expired while waiting for shell command to complete: "
+            f"{self.cmd!r}    (output: {self.output!r})"
+        )
 
 
 class ShellProcessTerminatedError(ShellError):
@@ -396,4 +397,3 @@ class TransferError(RemoteError):
 
     def __str__(self) -> str:
         return f"{self.message}: {self.path}" if self.path else self.message
-

@@ -71,8 +71,9 @@ def create_image(params: dict[str, str], root_dir: str | Path) -> str:
     size = check_size(p.get("image_size", "10G"))
     fmt = p.get("image_format", "qcow2")
     if fmt not in DISK_FORMATS:
-        raise VMParamsError(f"parameter 'image_format' must be one of {', '.join(DISK_FORMATS)}; "
-                            f"got {fmt!r}")
+        raise VMParamsError(
+            f"parameter 'image_format' must be one of {', '.join(DISK_FORMATS)}; got {fmt!r}"
+        )
     qemu_img(p, root_dir).create(
         path,
         fmt,
@@ -132,8 +133,13 @@ def image_info(path: str | Path, backing_chain: bool = False) -> Any:
     return QemuImg().info(Path(path), backing_chain=backing_chain, force_share=True)
 
 
-def convert_image(src: str | Path, dst: str | Path, dst_format: str = "qcow2",
-                  src_format: str | None = None, compress: bool = False) -> str:
+def convert_image(
+    src: str | Path,
+    dst: str | Path,
+    dst_format: str = "qcow2",
+    src_format: str | None = None,
+    compress: bool = False,
+) -> str:
     """Convert ``src`` into a new image ``dst``."""
     return str(QemuImg().convert(Path(src), Path(dst), dst_format, src_format, compress))
 
@@ -143,9 +149,11 @@ def resize_image(path: str | Path, size: str, shrink: bool = False) -> None:
     QemuImg().resize(Path(path), size, shrink=shrink)
 
 
-def create_overlay(backing: str | Path, overlay: str | Path, backing_format: str,
-                   fmt: str = "qcow2") -> str:
+def create_overlay(
+    backing: str | Path, overlay: str | Path, backing_format: str, fmt: str = "qcow2"
+) -> str:
     """A new ``fmt`` image whose reads fall through to ``backing`` (format given explicitly)."""
-    path = QemuImg().create(Path(overlay), fmt, None, backing_file=Path(backing),
-                            backing_format=backing_format)
+    path = QemuImg().create(
+        Path(overlay), fmt, None, backing_file=Path(backing), backing_format=backing_format
+    )
     return str(path)

@@ -54,14 +54,14 @@ class Params(dict[str, str]):
     def __setitem__(self, key: str, value: Any) -> None:
         super().__setitem__(key, _as_str(key, value))
 
-    def update(self, data: Any = (), /, **kw: Any) -> None:  # type: ignore[override]
+    def update(self, data: Any = (), /, **kw: Any) -> None:
         items = data.items() if isinstance(data, Mapping) else data
         for key, value in items:
             self[key] = value
         for key, value in kw.items():
             self[key] = value
 
-    def setdefault(self, key: str, default: Any = "") -> str:  # type: ignore[override]
+    def setdefault(self, key: str, default: Any = "") -> str:
         if key not in self:
             self[key] = default
         return self[key]
@@ -132,7 +132,9 @@ class Params(dict[str, str]):
         try:
             return int(text, 10)  # "010": decimal, as plain int() read it
         except ValueError:
-            raise VMParamsError(f"parameter {key!r} must be an integer, not {self[key]!r}") from None
+            raise VMParamsError(
+                f"parameter {key!r} must be an integer, not {self[key]!r}"
+            ) from None
 
     def get_float(self, key: str, default: float = 0.0) -> float:
         """The number in ``self[key]``."""

@@ -50,7 +50,7 @@ def _run(argv: list[str]) -> None:
 
 
 def private_copy(state: Path, directory: str) -> Path:
-    """Where the second host's copy of ``directory`` lives: /var/lib/libvirt -> <state>/lib/libvirt."""
+    """The second host's copy of ``directory``: /var/lib/libvirt -> <state>/lib/libvirt."""
     parent = Path(directory).parent.name  # "etc" for /etc/libvirt, "lib" for /var/lib/libvirt
     return state / parent / "libvirt"
 
@@ -104,11 +104,25 @@ class SecondHost:
         try:
             state.mkdir(parents=True, exist_ok=True)
             host._prepare()
-            _run(["unshare", "--mount", "--propagation", "private", "--",
-                  sys.executable, "-m", "virtlib.secondhost", "_inside", str(state)])
+            _run(
+                [
+                    "unshare",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "--",
+                    sys.executable,
+                    "-m",
+                    "virtlib.secondhost",
+                    "_inside",
+                    str(state),
+                ]
+            )
             if not wait_for(host.answers, timeout, initial=0.1, maximum=0.5):
-                raise SecondHostError(f"the second libvirtd did not answer within {timeout:g} s "
-                                      f"(log: {state / 'libvirtd.log'})")
+                raise SecondHostError(
+                    f"the second libvirtd did not answer within {timeout:g} s "
+                    f"(log: {state / 'libvirtd.log'})"
+                )
         except BaseException:
             host.stop()
             raise
@@ -122,8 +136,12 @@ class SecondHost:
             copy.parent.mkdir(exist_ok=True)
             _copy_skeleton(Path(directory), copy, with_files=directory in COPY_FILES)
         etc = self.state / "etc" / "libvirt"
-        for pattern in ("qemu/*.xml", "qemu/autostart/*", "qemu/networks/autostart/*",
-                        "storage/autostart/*"):
+        for pattern in (
+            "qemu/*.xml",
+            "qemu/autostart/*",
+            "qemu/networks/autostart/*",
+            "storage/autostart/*",
+        ):
             for path in etc.glob(pattern):
                 path.unlink()
         with (etc / "libvirtd.conf").open("a", encoding="utf-8") as conf:
@@ -145,6 +163,8 @@ class SecondHost:
     # --- stop -------------------------------------------------------------------------------
     def stop(self) -> None:
         """Destroy the host's domains, end its daemons, remove the state directory."""
+        if "virtlib.backends.libvirt.host" in sys.modules:  # no reconnect attempts, please
+            sys.modules["virtlib.backends.libvirt.host"].Host.discard(self.uri)
         if self.socket.exists() and self.answers():
             self._destroy_domains()
         for daemon in ("libvirtd", "virtlogd"):
@@ -186,8 +206,12 @@ class SecondHost:
     def __enter__(self) -> SecondHost:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
 

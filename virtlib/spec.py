@@ -212,12 +212,12 @@ class NicSpec:
     guest_ports: tuple[int, ...]
 
     @classmethod
-    def from_params(
-        cls, name: str, index: int, params: Params, login: LoginSpec
-    ) -> NicSpec:
+    def from_params(cls, name: str, index: int, params: Params, login: LoginSpec) -> NicSpec:
         mac = params.get("nic_mac", "").strip().lower()
         if mac and not MAC_RE.match(mac):
-            raise VMParamsError(f"parameter 'nic_mac' of NIC {name!r}: {mac!r} is not a MAC address")
+            raise VMParamsError(
+                f"parameter 'nic_mac' of NIC {name!r}: {mac!r} is not a MAC address"
+            )
         nettype = _choice(params, "nettype", "user", NET_TYPES)
         netdst = params.get("netdst", "default" if nettype == "network" else "")
         if nettype == "bridge" and not netdst:

@@ -30,8 +30,15 @@ class Target:
 
 
 def _open(target: Target) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
-    client = ssh.connect(target.host, target.port, target.username, target.password,
-                         min(target.timeout, 30), target.known_hosts, target.host_key_policy)
+    client = ssh.connect(
+        target.host,
+        target.port,
+        target.username,
+        target.password,
+        min(target.timeout, 30),
+        target.known_hosts,
+        target.host_key_policy,
+    )
     try:
         sftp = client.open_sftp()
     except (paramiko.SSHException, OSError) as exc:
@@ -92,8 +99,9 @@ def _put_tree(sftp: paramiko.SFTPClient, source: Path, dest: str, verbose: bool)
             try:
                 sftp.mkdir(remote_root)
             except OSError as exc:
-                raise TransferError(f"cannot create {remote_root} on the guest: {exc}",
-                                    remote_root) from None
+                raise TransferError(
+                    f"cannot create {remote_root} on the guest: {exc}", remote_root
+                ) from None
         for name in sorted(files):
             _put_file(sftp, Path(root) / name, str(PurePosixPath(remote_root) / name), verbose)
         dirs.sort()

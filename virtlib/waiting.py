@@ -42,7 +42,7 @@ def wait_for(
     initial: float = 0.02,
     maximum: float = 0.5,
 ) -> T | None:
-    """Call ``predicate`` with back-off until it returns something truthy; ``None`` at the deadline."""
+    """Call ``predicate`` with back-off until it returns something truthy (None at the deadline)."""
     deadline = Deadline(timeout)
     for delay in backoff(initial, maximum):
         result = predicate()

@@ -8,16 +8,17 @@ the callback and finishes (or aborts) the stream so no descriptor leaks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from typing import Any
-
-import libvirt
 
 from virtlib.backends.libvirt.errors import translated
 from virtlib.errors import RemoteError
 from virtlib.sessions.buffer import ConsoleBuffer
 from virtlib.waiting import Deadline, backoff, sleep_within
+
+import libvirt
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class DomainConsole:
         self.name = name
         self._stream: Any = None
         self._lock = threading.Lock()
+        self._attached = threading.Condition(self._lock)
 
     @property
     def attached(self) -> bool:
@@ -45,15 +47,19 @@ class DomainConsole:
         try:
             with translated("open the console of", conn.getURI(), self.name):
                 dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
-            events = (libvirt.VIR_STREAM_EVENT_READABLE | libvirt.VIR_STREAM_EVENT_ERROR
-                      | libvirt.VIR_STREAM_EVENT_HANGUP)
+            events = (
+                libvirt.VIR_STREAM_EVENT_READABLE
+                | libvirt.VIR_STREAM_EVENT_ERROR
+                | libvirt.VIR_STREAM_EVENT_HANGUP
+            )
             stream.eventAddCallback(events, self._on_event, None)
         except BaseException:
             _close_stream(stream, abort=True)
             raise
+        self.buffer.reopen()
         with self._lock:
             self._stream = stream
-        self.buffer.reopen()
+            self._attached.notify_all()
 
     def _on_event(self, stream: Any, events: int, _opaque: object) -> None:
         if events & libvirt.VIR_STREAM_EVENT_READABLE:
@@ -82,25 +88,38 @@ class DomainConsole:
         log.debug("console of %s: end of stream", self.name)
 
     def send(self, data: bytes, timeout: float = 10.0) -> None:
-        """Write to the console (retrying while the stream would block)."""
+        """Write to the console, retrying while the stream would block.
+
+        When the stream broke (libvirtd restarting), waits until the console is
+        re-attached, within ``timeout``.
+        """
         deadline = Deadline(timeout)
         view = memoryview(data)
         delays = backoff(0.001, 0.05)
         while view:
-            with self._lock:
-                stream = self._stream
-            if stream is None:
-                raise RemoteError(f"the console of {self.name} is not attached")
+            stream = self._wait_attached(deadline)
             try:
                 sent = stream.send(bytes(view))
             except libvirt.libvirtError as exc:
-                raise RemoteError(f"writing to the console of {self.name}: {exc}") from None
-            if sent == _WOULD_BLOCK or sent == 0:
+                log.debug("console of %s: send failed (%s); waiting for re-attach", self.name, exc)
+                with self._lock:
+                    if self._stream is stream:
+                        self._stream = None
+                _close_stream(stream, abort=True)
+                continue
+            if sent in (_WOULD_BLOCK, 0):
                 if deadline.expired():
                     raise RemoteError(f"the console of {self.name} accepts no input")
                 sleep_within(next(delays), deadline)
                 continue
             view = view[sent:]
+
+    def _wait_attached(self, deadline: Deadline) -> Any:
+        with self._lock:
+            self._attached.wait_for(lambda: self._stream is not None, deadline.remaining())
+            if self._stream is None:
+                raise RemoteError(f"the console of {self.name} is not attached")
+            return self._stream
 
     def detach(self) -> None:
         """Stop reading and close the stream (the buffer keeps the output)."""
@@ -112,14 +131,10 @@ class DomainConsole:
 
 
 def _close_stream(stream: Any, abort: bool) -> None:
-    try:
+    with contextlib.suppress(libvirt.libvirtError):
         stream.eventRemoveCallback()
-    except libvirt.libvirtError:
-        pass
-    try:
+    with contextlib.suppress(libvirt.libvirtError):
         if abort:
             stream.abort()
         else:
             stream.finish()
-    except libvirt.libvirtError:
-        pass

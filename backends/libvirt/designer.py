@@ -34,8 +34,12 @@ from virtlib.spec import CdromSpec, DiskSpec, NicSpec, VMSpec
 log = logging.getLogger(__name__)
 
 TARGET_PREFIX = {"virtio": "vd", "ide": "hd", "scsi": "sd", "sata": "sd", "usb": "sd", "xen": "xvd"}
-USER_NET_MODELS = {"virtio": "virtio-net-pci", "e1000": "e1000", "e1000e": "e1000e",
-                   "rtl8139": "rtl8139"}
+USER_NET_MODELS = {
+    "virtio": "virtio-net-pci",
+    "e1000": "e1000",
+    "e1000e": "e1000e",
+    "rtl8139": "rtl8139",
+}
 FIRST_USER_NET_SLOT = 0x10  # clear of the slots libvirt hands out (memballoon took slot 2)
 HUGEPAGE_KIB = 2048
 PA_TYPES = ("vf", "pf", "mixed")
@@ -171,32 +175,46 @@ def _letters(index: int) -> str:
     return name
 
 
-def _disks(disks: tuple[DiskSpec, ...], cdroms: tuple[CdromSpec, ...], xen_pv: bool
-           ) -> tuple[DiskConfig, ...]:
+def _disks(
+    disks: tuple[DiskSpec, ...], cdroms: tuple[CdromSpec, ...], xen_pv: bool
+) -> tuple[DiskConfig, ...]:
     next_name = _target_names()
     result = []
     for disk in disks:
         if not disk.raw_device and not disk.path.exists():
             raise VMImageMissingError(str(disk.path))
         bus = "xen" if xen_pv else disk.bus
-        result.append(DiskConfig(
-            source=str(disk.path), target=next_name(bus), bus=bus, format=disk.format,
-            block=disk.raw_device, readonly=disk.readonly,
-        ))
+        result.append(
+            DiskConfig(
+                source=str(disk.path),
+                target=next_name(bus),
+                bus=bus,
+                format=disk.format,
+                block=disk.raw_device,
+                readonly=disk.readonly,
+            )
+        )
     for cdrom in cdroms:
         if cdrom.path is not None:
             check_cdrom(cdrom)
         bus = "xen" if xen_pv else cdrom.bus
-        result.append(DiskConfig(
-            source=str(cdrom.path) if cdrom.path else "", target=next_name(bus), bus=bus,
-            format="raw", device="cdrom", readonly=True,
-        ))
+        result.append(
+            DiskConfig(
+                source=str(cdrom.path) if cdrom.path else "",
+                target=next_name(bus),
+                bus=bus,
+                format="raw",
+                device="cdrom",
+                readonly=True,
+            )
+        )
     return tuple(result)
 
 
 def check_cdrom(cdrom: CdromSpec) -> None:
     """The ISO exists and matches its md5sum/sha1sum when one is given."""
-    assert cdrom.path is not None
+    if cdrom.path is None:
+        return
     if not cdrom.path.is_file():
         raise VMImageMissingError(str(cdrom.path))
     for algorithm, expected in (("md5", cdrom.md5sum), ("sha1", cdrom.sha1sum)):
@@ -214,28 +232,44 @@ def file_hash(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-def _nics(nics: tuple[NicSpec, ...], allocations: Allocations, xen: bool
-          ) -> tuple[tuple[InterfaceConfig, ...], tuple[UserNetConfig, ...]]:
+def _nics(
+    nics: tuple[NicSpec, ...], allocations: Allocations, xen: bool
+) -> tuple[tuple[InterfaceConfig, ...], tuple[UserNetConfig, ...]]:
     interfaces, user_nets = [], []
     for nic in nics:
         mac = allocations.macs[nic.index]
         if nic.nettype == "user":
             if xen:
-                raise VMParamsError(f"NIC {nic.name!r}: user networking is QEMU's; "
-                                    "use nettype network or bridge with Xen")
+                raise VMParamsError(
+                    f"NIC {nic.name!r}: user networking is QEMU's; "
+                    "use nettype network or bridge with Xen"
+                )
             if nic.model not in USER_NET_MODELS:
-                raise VMParamsError(f"NIC {nic.name!r}: nic_model {nic.model!r} is not one of "
-                                    f"{', '.join(USER_NET_MODELS)}")
-            forwards = tuple((allocations.ports[(nic.index, port)], port)
-                             for port in nic.guest_ports)
-            user_nets.append(UserNetConfig(
-                netdev_id=f"vlnet{nic.index}", mac=mac, device_model=USER_NET_MODELS[nic.model],
-                pci_slot=FIRST_USER_NET_SLOT + nic.index, forwards=forwards,
-            ))
+                raise VMParamsError(
+                    f"NIC {nic.name!r}: nic_model {nic.model!r} is not one of "
+                    f"{', '.join(USER_NET_MODELS)}"
+                )
+            forwards = tuple(
+                (allocations.ports[(nic.index, port)], port) for port in nic.guest_ports
+            )
+            user_nets.append(
+                UserNetConfig(
+                    netdev_id=f"vlnet{nic.index}",
+                    mac=mac,
+                    device_model=USER_NET_MODELS[nic.model],
+                    pci_slot=FIRST_USER_NET_SLOT + nic.index,
+                    forwards=forwards,
+                )
+            )
         else:
-            interfaces.append(InterfaceConfig(nic.nettype, nic.netdst, mac,
-                                              "netfront" if xen and nic.model == "virtio"
-                                              else nic.model))
+            interfaces.append(
+                InterfaceConfig(
+                    nic.nettype,
+                    nic.netdst,
+                    mac,
+                    "netfront" if xen and nic.model == "virtio" else nic.model,
+                )
+            )
     return tuple(interfaces), tuple(user_nets)
 
 
@@ -255,10 +289,14 @@ def _hostdevs(spec: VMSpec, facts: HostFacts) -> tuple[HostdevConfig, ...]:
         return ()
     if pa_type not in PA_TYPES:
         raise VMBadPATypeError(pa_type)
-    wanted = {"vf": lambda d: d.is_vf, "pf": lambda d: d.is_pf,
-              "mixed": lambda d: d.is_vf or d.is_pf}[pa_type]
-    devices = [d for d in facts.pci_devices() if wanted(d)]
+    devices = [
+        d
+        for d in facts.pci_devices()
+        if (d.is_vf and pa_type in ("vf", "mixed")) or (d.is_pf and pa_type in ("pf", "mixed"))
+    ]
     if len(devices) < max(1, spec.pci_devices_requested):
         raise VMPAError(pa_type)
-    return tuple(HostdevConfig(d.domain, d.bus, d.slot, d.function)
-                 for d in devices[: spec.pci_devices_requested])
+    return tuple(
+        HostdevConfig(d.domain, d.bus, d.slot, d.function)
+        for d in devices[: spec.pci_devices_requested]
+    )

@@ -9,13 +9,12 @@ guest's output from its first byte.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
-
-import libvirt
 
 from virtlib.accel import AccelChoice
 from virtlib.backends.libvirt import designer, domxml, migration
@@ -45,6 +44,8 @@ from virtlib.sessions.shell import ShellSession
 from virtlib.sessions.transport import BufferSpawn
 from virtlib.spec import BUNDLED, VMSpec
 
+import libvirt
+
 if TYPE_CHECKING:
     from virtlib.guest import GuestImage
 from virtlib.waiting import Deadline
@@ -71,13 +72,21 @@ SHUTOFF_REASONS = {
     libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved to a file",
     libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed to start",
 }
-ALIVE_STATES = frozenset({libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED,
-                          libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_SHUTDOWN,
-                          libvirt.VIR_DOMAIN_PMSUSPENDED})
-UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                  | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                  | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
-                  | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+ALIVE_STATES = frozenset(
+    {
+        libvirt.VIR_DOMAIN_RUNNING,
+        libvirt.VIR_DOMAIN_BLOCKED,
+        libvirt.VIR_DOMAIN_PAUSED,
+        libvirt.VIR_DOMAIN_SHUTDOWN,
+        libvirt.VIR_DOMAIN_PMSUSPENDED,
+    }
+)
+UNDEFINE_FLAGS = (
+    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+    | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+    | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+)
 LINK_LOCAL_PREFIXES = ("fe80:", "169.254.")
 
 
@@ -138,8 +147,9 @@ class LibvirtVM(BaseVM):
         if name is not None or params is not None or root_dir is not None:
             self.name = name or self.name
             if params is not None:
-                self.params = params if isinstance(params, type(self.params)) else type(
-                    self.params)(params)
+                self.params = (
+                    params if isinstance(params, type(self.params)) else type(self.params)(params)
+                )
             self.root_dir = Path(root_dir) if root_dir is not None else self.root_dir
             self.spec = VMSpec.from_params(self.name, self.params, self.root_dir)
             self.uri = require_uri(self.spec.connect_uri)
@@ -195,10 +205,12 @@ class LibvirtVM(BaseVM):
                 except VMMACAddressMissingError:
                     source_mac = None
             self.allocations.macs[nic.index] = macs.reserve(
-                self.instance, nic.index, nic.mac or source_mac)
+                self.instance, nic.index, nic.mac or source_mac
+            )
             for guest_port in nic.guest_ports:
                 self.allocations.ports[(nic.index, guest_port)] = ports.reserve(
-                    self.instance, f"nic{nic.index}/{guest_port}")
+                    self.instance, f"nic{nic.index}/{guest_port}"
+                )
 
     def _trust_host_keys(self) -> None:
         """The bundled guest's host keys are known: trust exactly them at each SSH forward."""
@@ -206,20 +218,25 @@ class LibvirtVM(BaseVM):
         if guest is None or self.spec.login.known_hosts_file:
             return
         ssh_port = self.spec.login.shell_port
-        text = "".join(guest.known_hosts("127.0.0.1", port)
-                       for (_, guest_port), port in self.allocations.ports.items()
-                       if guest_port == ssh_port)
+        text = "".join(
+            guest.known_hosts("127.0.0.1", port)
+            for (_, guest_port), port in self.allocations.ports.items()
+            if guest_port == ssh_port
+        )
         path = self._known_hosts_file()
         path.write_text(text)
         path.chmod(0o600)
 
-    def _render(self, spec: VMSpec, facts: designer.HostFacts,
-                boot: designer.BootMedia | None) -> str:
-        forwards = " ".join(f"{nic}:{guest}={host}"
-                            for (nic, guest), host in sorted(self.allocations.ports.items()))
+    def _render(
+        self, spec: VMSpec, facts: designer.HostFacts, boot: designer.BootMedia | None
+    ) -> str:
+        forwards = " ".join(
+            f"{nic}:{guest}={host}" for (nic, guest), host in sorted(self.allocations.ports.items())
+        )
         metadata = {"instance": self.instance, "forwards": forwards}
-        config = designer.design(spec, facts, self.allocations, boot, metadata,
-                                 uuid=self._wanted_uuid(spec))
+        config = designer.design(
+            spec, facts, self.allocations, boot, metadata, uuid=self._wanted_uuid(spec)
+        )
         return domxml.render(config)
 
     def _wanted_uuid(self, spec: VMSpec) -> str:
@@ -244,8 +261,12 @@ class LibvirtVM(BaseVM):
         self.host.add_reconnect_listener(self._reconnect_listener)
         try:
             self._attach_console(dom)
-            with translated("resume", self.uri, self.name,
-                            default=lambda e: VMCreateError(xml, e.get_error_code(), message(e))):
+            with translated(
+                "resume",
+                self.uri,
+                self.name,
+                default=lambda e: VMCreateError(xml, e.get_error_code(), message(e)),
+            ):
                 dom.resume()
         except BaseException:
             _quietly(dom.destroy)
@@ -259,7 +280,9 @@ class LibvirtVM(BaseVM):
             spawn = BufferSpawn(self._buffer, self._console.send, name=f"{self.name} console")
             login = self.spec.login
             self.serial_console = ShellSession(
-                spawn, prompt=login.shell_prompt, linesep=login.linesep,
+                spawn,
+                prompt=login.shell_prompt,
+                linesep=login.linesep,
                 status_test_command=login.status_test_command,
                 output_source=self._buffer.get_output,
             )
@@ -303,8 +326,11 @@ class LibvirtVM(BaseVM):
         if state is None:
             raise VMDeadError("no domain", f"{self.name!r} is not running on {self.uri}")
         if state[0] not in ALIVE_STATES:
-            reason = SHUTOFF_REASONS.get(state[1], str(state[1])) \
-                if state[0] == libvirt.VIR_DOMAIN_SHUTOFF else str(state[1])
+            reason = (
+                SHUTOFF_REASONS.get(state[1], str(state[1]))
+                if state[0] == libvirt.VIR_DOMAIN_SHUTOFF
+                else str(state[1])
+            )
             raise VMDeadError(STATE_NAMES.get(state[0], str(state[0])), reason)
 
     def pause(self) -> None:
@@ -329,9 +355,11 @@ class LibvirtVM(BaseVM):
             return "127.0.0.1"
         mac = self.get_mac_address(index)
         dom = self._dom()
-        for source in (libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
-                       libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
-                       libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP):
+        for source in (
+            libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
+            libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
+            libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP,
+        ):
             try:
                 interfaces = dom.interfaceAddresses(source, 0) or {}
             except libvirt.libvirtError:
@@ -441,7 +469,9 @@ class LibvirtVM(BaseVM):
             except queue.Empty:
                 continue
             if event.kind == "lifecycle" and event.event in (
-                    libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_UNDEFINED):
+                libvirt.VIR_DOMAIN_EVENT_STOPPED,
+                libvirt.VIR_DOMAIN_EVENT_UNDEFINED,
+            ):
                 return True
 
     def _release(self, free_mac_addresses: bool) -> None:
@@ -475,8 +505,9 @@ class LibvirtVM(BaseVM):
                 with translated("reset", self.uri, self.name):
                     dom.reset(0)
             if not _wait_event(events, timeout, lambda e: e.kind == "reboot"):
-                raise VMRebootError(f"{self.name!r} did not go down within {timeout:g} s "
-                                    f"after a {method} reboot")
+                raise VMRebootError(
+                    f"{self.name!r} did not go down within {timeout:g} s after a {method} reboot"
+                )
         finally:
             self.host.unsubscribe(dom.UUIDString(), events)
         if session is not None and session is not self.serial_console:
@@ -531,8 +562,9 @@ class LibvirtVM(BaseVM):
         other.allocations = self.allocations
         other.uuid = self.uuid
         try:
-            facts = designer.HostFacts(driver=self.host.hypervisor_kind(),
-                                       accel=self.host.accel_choice(other.spec.accel))
+            facts = designer.HostFacts(
+                driver=self.host.hypervisor_kind(), accel=self.host.accel_choice(other.spec.accel)
+            )
             boot, _ = other._boot_media()
             wanted = other._render(other.spec, facts, boot)
         except (VMError, KeyError):
@@ -550,7 +582,7 @@ class LibvirtVM(BaseVM):
         offline: bool = False,
         stable_check: bool = False,
         clean: bool = True,
-        save_path: str = "/tmp",
+        save_path: str = "/tmp",  # noqa: S108 - the seed's default
         dest_host: str = "localhost",
         remote_port: int | None = None,
         progress: Callable[[MigrationProgress], None] | None = None,
@@ -569,9 +601,18 @@ class LibvirtVM(BaseVM):
         :raises VMMigrateStateMismatchError: ``stable_check`` found a difference.
         """
         return migration.migrate(
-            self, timeout=timeout, protocol=protocol, cancel_delay=cancel_delay,
-            offline=offline, stable_check=stable_check, clean=clean, save_path=save_path,
-            dest_host=dest_host, remote_port=remote_port, progress=progress)
+            self,
+            timeout=timeout,
+            protocol=protocol,
+            cancel_delay=cancel_delay,
+            offline=offline,
+            stable_check=stable_check,
+            clean=clean,
+            save_path=save_path,
+            dest_host=dest_host,
+            remote_port=remote_port,
+            progress=progress,
+        )
 
 
 def pick_address(interfaces: dict[str, Any], mac: str) -> str | None:
@@ -579,8 +620,11 @@ def pick_address(interfaces: dict[str, Any], mac: str) -> str | None:
     for info in interfaces.values():
         if str(info.get("hwaddr", "")).lower() != mac.lower():
             continue
-        addrs = [a for a in info.get("addrs") or []
-                 if not str(a.get("addr", "")).lower().startswith(LINK_LOCAL_PREFIXES)]
+        addrs = [
+            a
+            for a in info.get("addrs") or []
+            if not str(a.get("addr", "")).lower().startswith(LINK_LOCAL_PREFIXES)
+        ]
         addrs.sort(key=lambda a: a.get("type") != libvirt.VIR_IP_ADDR_TYPE_IPV4)
         if addrs:
             return str(addrs[0]["addr"])
@@ -599,18 +643,25 @@ def pci_devices(host: Host) -> list[designer.PciDevice]:
         cap = root.find("capability[@type='pci']")
         if cap is None:
             continue
-        def num(tag: str) -> int:
-            return int(cap.findtext(tag, "0"), 0)
-        result.append(designer.PciDevice(
-            num("domain"), num("bus"), num("slot"), num("function"),
-            is_vf=cap.find("capability[@type='phys_function']") is not None,
-            is_pf=cap.find("capability[@type='virt_functions']") is not None,
-        ))
+        domain, bus, slot, function = (
+            int(cap.findtext(tag, "0"), 0) for tag in ("domain", "bus", "slot", "function")
+        )
+        result.append(
+            designer.PciDevice(
+                domain,
+                bus,
+                slot,
+                function,
+                is_vf=cap.find("capability[@type='phys_function']") is not None,
+                is_pf=cap.find("capability[@type='virt_functions']") is not None,
+            )
+        )
     return result
 
 
-def _wait_event(events: queue.Queue[DomainEvent], timeout: float,
-                wanted: Any) -> DomainEvent | None:
+def _wait_event(
+    events: queue.Queue[DomainEvent], timeout: float, wanted: Any
+) -> DomainEvent | None:
     deadline = Deadline(timeout)
     while not deadline.expired():
         try:
@@ -623,7 +674,5 @@ def _wait_event(events: queue.Queue[DomainEvent], timeout: float,
 
 
 def _quietly(action: Any) -> None:
-    try:
+    with contextlib.suppress(libvirt.libvirtError, OSError, VMError):
         action()
-    except (libvirt.libvirtError, OSError, VMError):
-        pass

@@ -19,7 +19,10 @@ VIRTLIB_NS = "https://virtlib.dev/xmlns/vm/1"
 TEMPLATES = ("kvm", "qemu", "xen-hvm", "xen-pv")
 
 PARSER = etree.XMLParser(
-    resolve_entities=False, no_network=True, remove_blank_text=True, remove_comments=True,
+    resolve_entities=False,
+    no_network=True,
+    remove_blank_text=True,
+    remove_comments=True,
     huge_tree=False,
 )
 
@@ -60,7 +63,9 @@ class UserNetConfig:
         netdev = f"user,id={self.netdev_id}" + "".join(
             f",hostfwd=tcp:{self.bind_address}:{host}-:{guest}" for host, guest in self.forwards
         )
-        device = f"{self.device_model},netdev={self.netdev_id},mac={self.mac},addr={self.pci_slot:#x}"
+        device = (
+            f"{self.device_model},netdev={self.netdev_id},mac={self.mac},addr={self.pci_slot:#x}"
+        )
         return ["-netdev", netdev, "-device", device]
 
 
@@ -107,17 +112,24 @@ def load_template(name: str) -> etree._ElementTree:
     return etree.ElementTree(etree.fromstring(resource.read_bytes(), PARSER))
 
 
-def _child(parent: etree._Element, tag: str, text: str | None = None, **attrs: str) -> etree._Element:
+def _child(
+    parent: etree._Element, tag: str, text: str | None = None, **attrs: str
+) -> etree._Element:
     element = etree.SubElement(parent, tag, {k.rstrip("_"): v for k, v in attrs.items()})
     if text is not None:
         element.text = text
     return element
 
 
-def _set_text(root: etree._Element, path: str, text: str) -> etree._Element:
+def _find(root: etree._Element, path: str) -> etree._Element:
     element = root.find(path)
     if element is None:
-        raise ValueError(f"template has no {path}")
+        raise ValueError(f"the domain template has no <{path}>")
+    return element
+
+
+def _set_text(root: etree._Element, path: str, text: str) -> etree._Element:
+    element = _find(root, path)
     element.text = text
     return element
 
@@ -156,8 +168,7 @@ def build(config: DomainConfig) -> etree._Element:
     _set_text(root, "on_poweroff", config.on_poweroff)
     _set_text(root, "on_reboot", config.on_reboot)
     _set_text(root, "on_crash", config.on_crash)
-    devices = root.find("devices")
-    assert devices is not None
+    devices = _find(root, "devices")
     first_char_device = devices.find("serial")
     if first_char_device is None:
         first_char_device = devices.find("console")
@@ -191,10 +202,8 @@ def _add_metadata(root: etree._Element, values: dict[str, str]) -> None:
 
 
 def _fill_os(root: etree._Element, config: DomainConfig) -> None:
-    os_element = root.find("os")
-    assert os_element is not None
-    os_type = os_element.find("type")
-    assert os_type is not None
+    os_element = _find(root, "os")
+    os_type = _find(os_element, "type")
     if config.machine:
         os_type.set("machine", config.machine)
     if config.kernel:
@@ -231,8 +240,14 @@ def _interface(interface: InterfaceConfig) -> etree._Element:
 def _hostdev(hostdev: HostdevConfig) -> etree._Element:
     element = etree.Element("hostdev", mode="subsystem", type="pci", managed="yes")
     source = _child(element, "source")
-    _child(source, "address", domain=f"{hostdev.domain:#06x}", bus=f"{hostdev.bus:#04x}",
-           slot=f"{hostdev.slot:#04x}", function=f"{hostdev.function:#x}")
+    _child(
+        source,
+        "address",
+        domain=f"{hostdev.domain:#06x}",
+        bus=f"{hostdev.bus:#04x}",
+        slot=f"{hostdev.slot:#04x}",
+        function=f"{hostdev.function:#x}",
+    )
     return element
 
 
@@ -257,7 +272,7 @@ def canonical(xml: str, ignore: tuple[str, ...] = ()) -> str:
     for tag in ignore:
         for element in root.findall(tag):
             root.remove(element)
-    return etree.canonicalize(etree.tostring(root, encoding="unicode"), strip_text=True)
+    return str(etree.canonicalize(etree.tostring(root, encoding="unicode"), strip_text=True))
 
 
 def schema_path(name: str = "domain.rng") -> Path:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
-import libvirt
-
 from virtlib.errors import HypervisorConnectionError, VMError, VMNotFoundError, VMStateError
+
+import libvirt
 
 ErrorFactory = Callable[[libvirt.libvirtError], VMError]
 

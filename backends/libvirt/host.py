@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -18,19 +19,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import libvirt
 from lxml import etree
-
 from virtlib.accel import AccelChoice, decide, local_choice
 from virtlib.backends.libvirt.errors import translated
 from virtlib.errors import HypervisorConnectionError, VMParamsError
 from virtlib.spec import UUID_RE
 from virtlib.waiting import Deadline, backoff, sleep_within
 
+import libvirt
+
 log = logging.getLogger(__name__)
 
 _event_loop_lock = threading.Lock()
-_event_loop_started = False
+_event_loop_threads: list[threading.Thread] = []
 
 
 def _ignore_libvirt_errors(_ctx: object, _err: object) -> None:
@@ -39,9 +40,8 @@ def _ignore_libvirt_errors(_ctx: object, _err: object) -> None:
 
 def ensure_event_loop() -> None:
     """Register libvirt's default event loop and run it in a daemon thread (once)."""
-    global _event_loop_started
     with _event_loop_lock:
-        if _event_loop_started:
+        if _event_loop_threads:
             return
         libvirt.registerErrorHandler(_ignore_libvirt_errors, None)
         libvirt.virEventRegisterDefaultImpl()
@@ -50,8 +50,9 @@ def ensure_event_loop() -> None:
             while True:
                 libvirt.virEventRunDefaultImpl()
 
-        threading.Thread(target=run, name="libvirt-event-loop", daemon=True).start()
-        _event_loop_started = True
+        thread = threading.Thread(target=run, name="libvirt-event-loop", daemon=True)
+        thread.start()
+        _event_loop_threads.append(thread)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Host:
         self._subscribers: dict[str, list[queue.Queue[DomainEvent]]] = {}
         self._reconnect_listeners: list[Callable[[], None]] = []
         self._reconnecting = False
+        self._closing = False
         self.generation = 0
         ensure_event_loop()
         self._connect()
@@ -97,10 +99,27 @@ class Host:
                 host = cls._hosts[uri] = Host(uri)
             return host
 
+    @classmethod
+    def discard(cls, uri: str) -> None:
+        """Forget the Host of ``uri`` (its daemon is going away on purpose: no reconnect)."""
+        with cls._hosts_lock:
+            host = cls._hosts.pop(uri, None)
+        if host is None:
+            return
+        with host._lock:
+            host._closing = True
+            conn, host._conn = host._conn, None
+        if conn is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.unregisterCloseCallback()
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+
     # --- the connection ---------------------------------------------------------------
     def _connect(self) -> None:
-        with translated("connect", self.uri,
-                        default=lambda e: HypervisorConnectionError(self.uri, str(e))):
+        with translated(
+            "connect", self.uri, default=lambda e: HypervisorConnectionError(self.uri, str(e))
+        ):
             conn = libvirt.open(self.uri)
         if not is_local_uri(self.uri) or self.uri.startswith(("qemu", "xen")):
             try:
@@ -118,10 +137,16 @@ class Host:
     def _register_events(self, conn: libvirt.virConnect) -> None:
         self._callback_ids = []
         try:
-            self._callback_ids.append(conn.domainEventRegisterAny(
-                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None))
-            self._callback_ids.append(conn.domainEventRegisterAny(
-                None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._on_reboot, None))
+            self._callback_ids.append(
+                conn.domainEventRegisterAny(
+                    None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
+                )
+            )
+            self._callback_ids.append(
+                conn.domainEventRegisterAny(
+                    None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._on_reboot, None
+                )
+            )
         except libvirt.libvirtError:
             log.debug("%s: domain events not supported", self.uri)
 
@@ -137,13 +162,15 @@ class Host:
             except libvirt.libvirtError:
                 pass
         self._reconnect_now()
-        assert self._conn is not None
-        return self._conn
+        with self._lock:
+            if self._conn is None:
+                raise HypervisorConnectionError(self.uri, "the connection was closed")
+            return self._conn
 
     def _on_close(self, _conn: libvirt.virConnect, reason: int, _opaque: object) -> None:
         log.warning("%s: connection closed (reason %d); reconnecting", self.uri, reason)
         with self._lock:
-            if self._reconnecting:
+            if self._reconnecting or self._closing:
                 return
             self._reconnecting = True
         threading.Thread(target=self._reconnect_loop, name="libvirt-reconnect", daemon=True).start()
@@ -198,8 +225,9 @@ class Host:
         for q in subscribers:
             q.put(event)
 
-    def _on_lifecycle(self, _c: object, dom: libvirt.virDomain, event: int, detail: int,
-                      _o: object) -> None:
+    def _on_lifecycle(
+        self, _c: object, dom: libvirt.virDomain, event: int, detail: int, _o: object
+    ) -> None:
         self._publish(DomainEvent(dom.UUIDString(), "lifecycle", event, detail))
 
     def _on_reboot(self, _c: object, dom: libvirt.virDomain, _o: object) -> None:
@@ -224,16 +252,29 @@ class Host:
     def capabilities(self) -> etree._Element:
         with translated("read the capabilities of", self.uri, self.uri):
             xml = self.conn.getCapabilities()
-        return etree.fromstring(xml.encode(), etree.XMLParser(resolve_entities=False, no_network=True))
+        return etree.fromstring(
+            xml.encode(), etree.XMLParser(resolve_entities=False, no_network=True)
+        )
 
     def accel_choice(self, requested: str = "auto") -> AccelChoice:
         """KVM or TCG for this host (local: device and CPU flags; remote: libvirt's view)."""
         if is_local_uri(self.uri):
             return local_choice(requested)
         caps = self.capabilities()
-        flags = frozenset(str(n) for n in caps.xpath("/capabilities/host/cpu/feature/@name"))
-        kvm = caps.xpath("/capabilities/guest/arch/domain[@type='kvm']")
+        flags = frozenset(xpath_strings(caps, "/capabilities/host/cpu/feature/@name"))
+        kvm = xpath_strings(caps, "/capabilities/guest/arch/domain[@type='kvm']/@type")
         return decide(requested, None if kvm else f"{self.uri} offers no KVM domains", flags)
+
+    def qemu_user(self) -> tuple[int, int] | None:
+        """(uid, gid) libvirt runs QEMU as (its DAC base label), if it says."""
+        caps = self.capabilities()
+        for label in xpath_strings(caps, "/capabilities/host/secmodel[model='dac']/baselabel"):
+            uid, _, gid = label.partition(":")
+            try:
+                return int(uid.lstrip("+")), int(gid.lstrip("+"))
+            except ValueError:
+                continue
+        return None
 
     def free_hugepages(self, size_kib: int = 2048) -> int:
         """Free huge pages of ``size_kib`` on the host (all NUMA cells)."""
@@ -257,6 +298,14 @@ class Host:
             if UUID_RE.match(key.lower()):
                 return self.conn.lookupByUUIDString(key)
             return self.conn.lookupByName(key)
+
+
+def xpath_strings(root: etree._Element, expression: str) -> list[str]:
+    """The string values (attribute values, element texts) an XPath expression selects."""
+    result = root.xpath(expression)
+    if not isinstance(result, list):
+        return []
+    return [item.text or "" if isinstance(item, etree._Element) else str(item) for item in result]
 
 
 def require_uri(uri: str) -> str:

@@ -9,15 +9,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-import libvirt
 import pytest
-
 import virtlib
+from functional_support import VMFactory
 from virtlib.backends.libvirt.domxml import parse, read_metadata
 from virtlib.secondhost import SecondHost
 from virtlib.textutil import random_string
 
-from functional_support import VMFactory
+import libvirt
 
 URI = os.environ.get("VIRTLIB_TEST_URI", "qemu:///system")
 RUN_TAG = random_string(6)
@@ -88,9 +87,12 @@ def no_domains_left(request: pytest.FixtureRequest) -> Iterator[None]:
     except libvirt.libvirtError:
         return
     try:
-        left = [d.name() for d in conn.listAllDomains()
-                if d.name().startswith(f"vt-{RUN_TAG}-")
-                or read_metadata(parse(d.XMLDesc(0))).get("instance", "").endswith(RUN_TAG)]
+        left = [
+            d.name()
+            for d in conn.listAllDomains()
+            if d.name().startswith(f"vt-{RUN_TAG}-")
+            or read_metadata(parse(d.XMLDesc(0))).get("instance", "").endswith(RUN_TAG)
+        ]
     finally:
         conn.close()
     assert not left, f"domains left behind by this test run: {left}"

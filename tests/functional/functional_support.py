@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import libvirt
-
 import virtlib
+
+import libvirt
 
 VMFactory = Callable[..., virtlib.BaseVM]
 

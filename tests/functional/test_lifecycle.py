@@ -7,14 +7,12 @@ import signal
 from pathlib import Path
 
 import pytest
-
 import virtlib
+from functional_support import VMFactory, domain_names, qemu_pid
 from virtlib.backends.libvirt.domain import LibvirtVM
 from virtlib.macpool import MacPool
 from virtlib.ports import PortPool, port_is_free
 from virtlib.waiting import wait_for
-
-from functional_support import VMFactory, domain_names, qemu_pid
 
 
 def test_boot_login_and_destroy_leaves_nothing(vm_factory: VMFactory, libvirt_uri: str) -> None:
@@ -104,8 +102,9 @@ def test_bad_media_fail_before_anything_is_made(
         vm.create()
     iso = tmp_path / "some.iso"
     iso.write_bytes(b"not really an iso")
-    vm2 = vm_factory(start=False, cdroms="cd1", cdrom_cd1=str(iso), md5sum_cd1="0" * 32,
-                     guest="bundled")
+    vm2 = vm_factory(
+        start=False, cdroms="cd1", cdrom_cd1=str(iso), md5sum_cd1="0" * 32, guest="bundled"
+    )
     with pytest.raises(virtlib.VMHashMismatchError) as info:
         vm2.create()
     assert info.value.expected_hash == "0" * 32

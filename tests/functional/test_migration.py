@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
 import virtlib
+from functional_support import VMFactory, domain_names
 from virtlib.backends.libvirt.migration import MigrationProgress
 from virtlib.secondhost import SecondHost
 
-from functional_support import VMFactory, domain_names
-
-COUNTER_LOOP = "(i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; done) >/dev/null 2>&1 &"
+# The guest counts as fast as it can; each value is written whole (rename), never half.
+COUNTER_LOOP = (
+    "(i=0; while true; do i=$((i+1)); echo $i > /tmp/c.new; mv /tmp/c.new /tmp/counter; done)"
+    " >/dev/null 2>&1 &"
+)
 
 
 def counter(session: virtlib.ShellSession) -> int:
@@ -119,8 +123,10 @@ def test_unsupported_protocol(vm_factory: VMFactory, second_host: SecondHost) ->
 
 
 def test_migration_over_a_unix_socket(
-    vm_factory: VMFactory, second_host: SecondHost, libvirt_uri: str, tmp_path: object
+    vm_factory: VMFactory, second_host: SecondHost, libvirt_uri: str
 ) -> None:
     vm = booted(vm_factory, second_host)
-    vm.migrate(protocol="unix", save_path=str(tmp_path))
+    before = set(Path("/tmp").glob("virtlib-migrate-*"))
+    vm.migrate(protocol="unix")
     assert_runs_at(vm, second_host.uri, libvirt_uri)
+    assert set(Path("/tmp").glob("virtlib-migrate-*")) == before

@@ -500,7 +500,6 @@ _PICKLE_SAMPLES: list[tuple[str, tuple[Any, ...]]] = [
 ]
 
 
-
 @pytest.mark.parametrize(
     ("name", "args"),
     [

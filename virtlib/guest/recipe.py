@@ -110,6 +110,14 @@ for key in /etc/dropbear/dropbear_*_host_key; do
     set -- "$@" -r "$key"
 done
 dropbear "$@" -p 22 -P /run/dropbear.pid
+# For the telnet and nc shell clients (reachable only through forwards a test asks for):
+telnetd -p 23 -l /bin/login
+nc -ll -p 2323 -e /usr/bin/virtlib-nc-shell &
+"""
+
+NC_SHELL = """#!/bin/sh
+# A shell for nc connections (no terminal): prompt and errors on the connection too.
+exec /bin/sh -l -i 2>&1
 """
 
 RCK = r"""#!/bin/sh
@@ -216,6 +224,7 @@ STATIC_FILES = (
     RecipeFile("/usr/share/udhcpc/default.script", UDHCPC_SCRIPT, 0o755),
     RecipeFile("/etc/acpi/PWRF/00000080", POWER_BUTTON, 0o755),
     RecipeFile("/usr/bin/virtlib-oops", OOPS, 0o755),
+    RecipeFile("/usr/bin/virtlib-nc-shell", NC_SHELL, 0o755),
     RecipeFile("/etc/hostname", HOSTNAME + "\n"),
     RecipeFile("/etc/hosts", f"127.0.0.1\tlocalhost\n127.0.1.1\t{HOSTNAME}\n::1\tlocalhost\n"),
     RecipeFile("/etc/group", "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n"),

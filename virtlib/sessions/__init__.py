@@ -51,8 +51,9 @@ def remote_login(
     if client == "ssh":
         if known_hosts is None:
             raise LoginError("SSH needs a known_hosts file (per VM) to verify the guest's key")
-        connection = ssh.connect(host, port, username, password, timeout, known_hosts,
-                                 host_key_policy)
+        connection = ssh.connect(
+            host, port, username, password, timeout, known_hosts, host_key_policy
+        )
         try:
             channel = ssh.open_shell(connection)
         except Exception as exc:
@@ -63,8 +64,9 @@ def remote_login(
         argv = _client_argv(client, host, port, username)
         if shutil.which(argv[0]) is None:
             raise LoginError(f"{argv[0]} is not installed on this host")
-        spawn = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", codec_errors="replace",
-                              timeout=timeout)
+        spawn = pexpect.spawn(
+            argv[0], argv[1:], encoding="utf-8", codec_errors="replace", timeout=timeout
+        )
         spawn.delaybeforesend = None
     if log_file is not None:
         spawn.logfile_read = open(log_file, "a", encoding="utf-8")  # noqa: SIM115

@@ -20,7 +20,7 @@ from virtlib.sessions.shell import ShellSession, clean_text
 from virtlib.waiting import Deadline
 
 LOGIN_PROMPT = r"(?<![Ll]ast )[Ll]ogin:\s*$"
-PASSWORD_PROMPT = r"[Pp]assword:\s*$"
+PASSWORD_PROMPT = r"[Pp]assword:\s*$"  # noqa: S105 - a prompt, not a password
 CONTINUE_CONNECTING = r"[Aa]re you sure you want to continue connecting"
 CLOSED = r"[Cc]onnection.*(closed|refused)|[Cc]onnection reset"
 # Checked on every new line (these are not the last line: a new login prompt follows them).
@@ -54,8 +54,9 @@ def handle_prompts(
             raise LoginProcessTerminatedError(exc.status, output + exc.output) from None
         output += text
         if AUTH_FAILED.search(clean_text(output[start:])) and (sent_password or sent_username):
-            raise LoginAuthenticationError("Login incorrect: the guest refused the credentials",
-                                           output)
+            raise LoginAuthenticationError(
+                "Login incorrect: the guest refused the credentials", output
+            )
         if index == 0:
             session.sendline("yes")
         elif index == 1:

@@ -190,7 +190,9 @@ class ShellSession:
         return self._read_until(found, timeout, print_func, f"a line matching {patterns!r}")
 
     def read_up_to_prompt(
-        self, timeout: float = 60, internal_timeout: float | None = None,
+        self,
+        timeout: float = 60,
+        internal_timeout: float | None = None,
         print_func: PrintFunc | None = None,
     ) -> str:
         """Read until the last line is the shell prompt; return the text read."""
@@ -252,8 +254,12 @@ class ShellSession:
         return int(match.group(1)), output
 
     def cmd_status(
-        self, cmd: str, timeout: float = 60, internal_timeout: float | None = None,
-        print_func: PrintFunc | None = None, safe: bool = False,
+        self,
+        cmd: str,
+        timeout: float = 60,
+        internal_timeout: float | None = None,
+        print_func: PrintFunc | None = None,
+        safe: bool = False,
     ) -> int:
         """Run ``cmd``; return its exit status."""
         return self.cmd_status_output(cmd, timeout, print_func=print_func)[0]
@@ -296,8 +302,8 @@ def strip_echo_and_prompt(text: str, cmd: str) -> str:
         lines.pop()
     if lines:
         lines.pop()  # the prompt
-    if lines and cmd.strip() and lines[0].rstrip().endswith(cmd.strip()):
-        lines.pop(0)
-    elif lines and not cmd.strip() and not lines[0].strip():
+    if (lines and cmd.strip() and lines[0].rstrip().endswith(cmd.strip())) or (
+        lines and not cmd.strip() and not lines[0].strip()
+    ):
         lines.pop(0)
     return "\n".join(lines) + ("\n" if lines else "")

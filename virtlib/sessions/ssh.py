@@ -12,7 +12,6 @@ Host keys are never accepted blindly.  Two policies exist:
 from __future__ import annotations
 
 import logging
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +34,15 @@ class AcceptNewHostKeyPolicy(paramiko.MissingHostKeyPolicy):
     def __init__(self, known_hosts: Path) -> None:
         self.known_hosts = known_hosts
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        log.info("accepting new %s host key of %s (policy accept-new, file %s)",
-                 key.get_name(), hostname, self.known_hosts)
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        log.info(
+            "accepting new %s host key of %s (policy accept-new, file %s)",
+            key.get_name(),
+            hostname,
+            self.known_hosts,
+        )
         client.get_host_keys().add(hostname, key.get_name(), key)
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
         self.known_hosts.touch(mode=0o600, exist_ok=True)
@@ -84,7 +89,7 @@ def connect(
     except paramiko.AuthenticationException as exc:
         client.close()
         raise LoginAuthenticationError(f"SSH authentication failed for {target}: {exc}") from None
-    except (TimeoutError, socket.timeout) as exc:
+    except TimeoutError as exc:
         client.close()
         raise LoginTimeoutError(f"SSH to {target}: {exc}", timeout) from None
     except (paramiko.SSHException, EOFError) as exc:

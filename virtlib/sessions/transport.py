@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -103,7 +102,7 @@ class ChannelSpawn(_TextSpawn):
         self.channel.settimeout(timeout)
         try:
             data = self.channel.recv(size)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise TIMEOUT(f"{self.name}: no data within {timeout} s") from None
         except OSError as exc:
             self.flag_eof = True
