@@ -260,6 +260,8 @@ class BaseVM(abc.ABC):
 
     def _require_serial_console(self) -> ShellSession:
         if self.serial_console is None:
+            if self.is_alive():
+                raise VMNotSupportedError("serial login", self.BACKEND, "the VM has no console")
             raise VMDeadError("no serial console", f"VM {self.name!r} is not running")
         return self.serial_console
 

@@ -44,7 +44,8 @@ class SecondHostError(VMError):
 
 
 def _run(argv: list[str]) -> None:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    # From /: a source checkout in the working directory must not shadow the installed virtlib.
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, cwd="/")
     if proc.returncode != 0:
         raise SecondHostError(f"{' '.join(argv)}: {proc.stderr.strip() or proc.stdout.strip()}")
 

@@ -339,7 +339,7 @@ class VMSpec:
             uuid=uuid,
             hugepages=params.get_boolean("hugepage"),
             pci_assignable=pci_assignable,
-            pci_devices_requested=params.get_numeric("devices_requested", 1),
+            pci_devices_requested=_positive(params, "devices_requested", 1),
             login=login,
             log_dir=Path(params["log_dir"]) if params.get("log_dir") else None,
             login_timeout=params.get_float("login_timeout", 240.0),

@@ -13,8 +13,8 @@ import logging
 import threading
 from typing import Any
 
-from virtlib.backends.libvirt.errors import translated
-from virtlib.errors import RemoteError
+from virtlib.backends.libvirt.errors import message, translated
+from virtlib.errors import RemoteError, VMNotSupportedError
 from virtlib.sessions.buffer import ConsoleBuffer
 from virtlib.waiting import Deadline, backoff, sleep_within
 
@@ -45,7 +45,12 @@ class DomainConsole:
         self.detach()
         stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
         try:
-            with translated("open the console of", conn.getURI(), self.name):
+            unsupported = {
+                libvirt.VIR_ERR_NO_SUPPORT: lambda e: VMNotSupportedError(
+                    "serial console", "libvirt", f"{conn.getURI()}: {message(e)}"
+                )
+            }
+            with translated("open the console of", conn.getURI(), self.name, unsupported):
                 dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
             events = (
                 libvirt.VIR_STREAM_EVENT_READABLE

@@ -105,13 +105,18 @@ def design(
     boot: BootMedia | None,
     metadata: dict[str, str] | None = None,
     uuid: str = "",
+    check_resources: bool = True,
 ) -> DomainConfig:
-    """Every value of the domain; raises the seed's errors for bad media and resources."""
+    """Every value of the domain; raises the seed's errors for bad media and resources.
+
+    ``check_resources=False`` skips the host checks (free huge pages, PCI devices):
+    for comparing with a running VM, which already holds them.
+    """
     template, domain_type = template_and_type(spec, facts)
     xen = template.startswith("xen")
-    disks = _disks(spec.disks, spec.cdroms, xen_pv=template == "xen-pv")
+    disks = _disks(spec.disks, spec.cdroms, xen=xen, pv=template == "xen-pv")
     interfaces, user_nets = _nics(spec.nics, allocations, xen)
-    if spec.hugepages:
+    if spec.hugepages and check_resources:
         _check_hugepages(spec, facts)
     cpu_mode, cpu_model = spec.cpu_mode, spec.cpu_model
     if not cpu_mode and not cpu_model and domain_type == "kvm":
@@ -132,7 +137,7 @@ def design(
         disks=disks,
         interfaces=interfaces,
         user_nets=user_nets,
-        hostdevs=_hostdevs(spec, facts),
+        hostdevs=_hostdevs(spec, facts) if check_resources else (),
         hugepages=spec.hugepages,
         on_poweroff=spec.on_poweroff,
         on_reboot=spec.on_reboot,
@@ -175,15 +180,25 @@ def _letters(index: int) -> str:
     return name
 
 
+def _disk_bus(bus: str, xen: bool, pv: bool) -> str:
+    """Xen has no virtio disks: its own bus (xvd*) for PV and for HVM virtio requests."""
+    return "xen" if pv or (xen and bus == "virtio") else bus
+
+
+def _cdrom_bus(bus: str, xen: bool, pv: bool) -> str:
+    """Xen HVM emulates IDE CD-ROMs only."""
+    return "xen" if pv else "ide" if xen else bus
+
+
 def _disks(
-    disks: tuple[DiskSpec, ...], cdroms: tuple[CdromSpec, ...], xen_pv: bool
+    disks: tuple[DiskSpec, ...], cdroms: tuple[CdromSpec, ...], xen: bool, pv: bool
 ) -> tuple[DiskConfig, ...]:
     next_name = _target_names()
     result = []
     for disk in disks:
         if not disk.raw_device and not disk.path.exists():
             raise VMImageMissingError(str(disk.path))
-        bus = "xen" if xen_pv else disk.bus
+        bus = _disk_bus(disk.bus, xen, pv)
         result.append(
             DiskConfig(
                 source=str(disk.path),
@@ -197,7 +212,7 @@ def _disks(
     for cdrom in cdroms:
         if cdrom.path is not None:
             check_cdrom(cdrom)
-        bus = "xen" if xen_pv else cdrom.bus
+        bus = _cdrom_bus(cdrom.bus, xen, pv)
         result.append(
             DiskConfig(
                 source=str(cdrom.path) if cdrom.path else "",

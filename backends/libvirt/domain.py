@@ -31,6 +31,7 @@ from virtlib.errors import (
     VMIPAddressMissingError,
     VMMACAddressMissingError,
     VMNotFoundError,
+    VMNotSupportedError,
     VMParamsError,
     VMPortNotRedirectedError,
     VMRebootError,
@@ -228,14 +229,24 @@ class LibvirtVM(BaseVM):
         path.chmod(0o600)
 
     def _render(
-        self, spec: VMSpec, facts: designer.HostFacts, boot: designer.BootMedia | None
+        self,
+        spec: VMSpec,
+        facts: designer.HostFacts,
+        boot: designer.BootMedia | None,
+        check_resources: bool = True,
     ) -> str:
         forwards = " ".join(
             f"{nic}:{guest}={host}" for (nic, guest), host in sorted(self.allocations.ports.items())
         )
         metadata = {"instance": self.instance, "forwards": forwards}
         config = designer.design(
-            spec, facts, self.allocations, boot, metadata, uuid=self._wanted_uuid(spec)
+            spec,
+            facts,
+            self.allocations,
+            boot,
+            metadata,
+            uuid=self._wanted_uuid(spec),
+            check_resources=check_resources,
         )
         return domxml.render(config)
 
@@ -252,13 +263,9 @@ class LibvirtVM(BaseVM):
         return created
 
     def _start(self, xml: str) -> None:
-        conn = self.host.conn
-        try:
-            dom = conn.createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED)
-        except libvirt.libvirtError as exc:
-            raise VMCreateError(xml, exc.get_error_code(), message(exc)) from exc
+        """Start paused, attach the console, run: the log has the guest's first byte."""
+        dom = self._create_paused(xml)
         self.uuid = dom.UUIDString()
-        self.host.add_reconnect_listener(self._reconnect_listener)
         try:
             self._attach_console(dom)
             with translated(
@@ -271,6 +278,22 @@ class LibvirtVM(BaseVM):
         except BaseException:
             _quietly(dom.destroy)
             raise
+        self.host.add_reconnect_listener(self._reconnect_listener)
+
+    def _create_paused(self, xml: str) -> Any:
+        conn = self.host.conn
+        try:
+            return conn.createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
+                raise VMCreateError(xml, exc.get_error_code(), message(exc)) from exc
+        # Drivers without the start-paused flag (libvirt's test driver): start, then pause.
+        try:
+            dom = conn.createXML(xml, 0)
+            dom.suspend()
+        except libvirt.libvirtError as exc:
+            raise VMCreateError(xml, exc.get_error_code(), message(exc)) from exc
+        return dom
 
     # --- serial console -----------------------------------------------------------------
     def _attach_console(self, dom: Any) -> None:
@@ -288,7 +311,13 @@ class LibvirtVM(BaseVM):
             )
         else:
             self._buffer.mark("console re-attached")
-        self._console.attach(self.host.conn, dom)
+        try:
+            self._console.attach(self.host.conn, dom)
+        except VMNotSupportedError as exc:
+            log.warning("%s: %s; no serial console", self.name, exc)
+            self._detach_console(release=True)
+            self._buffer = self._console = None
+            self.serial_console = None
 
     def _on_reconnect(self) -> None:
         """libvirtd came back: re-attach the console of a running domain."""
@@ -566,12 +595,12 @@ class LibvirtVM(BaseVM):
                 driver=self.host.hypervisor_kind(), accel=self.host.accel_choice(other.spec.accel)
             )
             boot, _ = other._boot_media()
-            wanted = other._render(other.spec, facts, boot)
+            wanted = other._render(other.spec, facts, boot, check_resources=False)
         except (VMError, KeyError):
             return True
         finally:
             other._workdir = None
-        ignore = () if other.spec.uuid else ("uuid",)
+        ignore = () if other.spec.uuid not in ("", "random") else ("uuid",)
         return domxml.canonical(wanted, ignore) != domxml.canonical(self.xml, ignore)
 
     def migrate(
