@@ -13,7 +13,7 @@ import logging
 import threading
 from typing import Any
 
-from virtlib.backends.libvirt.errors import message, translated
+from virtlib.backends.libvirt.errors import ErrorFactory, message, translated
 from virtlib.errors import RemoteError, VMNotSupportedError
 from virtlib.sessions.buffer import ConsoleBuffer
 from virtlib.waiting import Deadline, backoff, sleep_within
@@ -45,7 +45,7 @@ class DomainConsole:
         self.detach()
         stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
         try:
-            unsupported = {
+            unsupported: dict[int, ErrorFactory] = {
                 libvirt.VIR_ERR_NO_SUPPORT: lambda e: VMNotSupportedError(
                     "serial console", "libvirt", f"{conn.getURI()}: {message(e)}"
                 )
