@@ -304,6 +304,10 @@ class LoginAuthenticationError(LoginError):
     """The guest refused the username or password (or key)."""
 
 
+class LoginHostKeyError(LoginAuthenticationError):
+    """The guest's SSH host key is unknown (strict policy) or changed: it is not trusted."""
+
+
 class LoginTimeoutError(LoginError):
     """No prompt came before the deadline."""
 

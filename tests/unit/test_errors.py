@@ -310,6 +310,7 @@ ADDED = [
     "RemoteError",
     "LoginError",
     "LoginAuthenticationError",
+    "LoginHostKeyError",
     "LoginTimeoutError",
     "LoginProcessTerminatedError",
     "LoginBadClientError",

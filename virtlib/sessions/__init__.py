@@ -64,13 +64,21 @@ def remote_login(
         argv = _client_argv(client, host, port, username)
         if shutil.which(argv[0]) is None:
             raise LoginError(f"{argv[0]} is not installed on this host")
+        # echo=False: the guest's terminal echoes; a local echo would double every line
+        # and put the password into the output and the log.
         spawn = pexpect.spawn(
-            argv[0], argv[1:], encoding="utf-8", codec_errors="replace", timeout=timeout
+            argv[0],
+            argv[1:],
+            encoding="utf-8",
+            codec_errors="replace",
+            timeout=timeout,
+            echo=False,
         )
         spawn.delaybeforesend = None
-    if log_file is not None:
-        spawn.logfile_read = open(log_file, "a", encoding="utf-8")  # noqa: SIM115
     session = ShellSession(spawn, prompt=prompt, linesep=linesep)
+    if log_file is not None:
+        spawn.logfile_read = open(log_file, "a", encoding="utf-8")  # noqa: SIM115 - owned below
+        session.own(spawn.logfile_read)
     try:
         handle_prompts(session, username, password, prompt, timeout)
     except BaseException:

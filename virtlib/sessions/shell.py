@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import IO, Any
 
 from pexpect import EOF, TIMEOUT
 from pexpect.spawnbase import SpawnBase
@@ -22,8 +22,11 @@ from virtlib.errors import (
 )
 from virtlib.waiting import Deadline
 
-# ANSI escape sequences (colour, cursor moves, queries) a shell or getty may print.
-_ANSI_RE = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_])")
+# Escape sequences a shell or getty may print: CSI (colour, cursor moves, queries), OSC
+# (window titles), character set selection, and the other two-byte escapes.
+_ANSI_RE = re.compile(
+    r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()*+][0-9A-Za-z]|[@-Z\\-_])"
+)
 PrintFunc = Callable[[str], None]
 
 
@@ -61,6 +64,12 @@ class ShellSession:
         self.status_test_command = status_test_command
         self._output: list[str] = []
         self._output_source = output_source
+        #: Files (the session log) this session closes with itself.
+        self._owned_files: list[IO[str]] = []
+
+    def own(self, handle: IO[str]) -> None:
+        """Close ``handle`` (e.g. the session's log file) when the session closes."""
+        self._owned_files.append(handle)
 
     # --- configuration -------------------------------------------------------------
     def set_prompt(self, prompt: str) -> None:
@@ -80,34 +89,61 @@ class ShellSession:
         self.spawn.send(line + self.linesep)
 
     def sendcontrol(self, char: str) -> None:
-        """Send Ctrl+<char> (``sendcontrol("c")`` interrupts the running command)."""
-        self.spawn.send(chr(ord(char.lower()) - ord("a") + 1))
+        """Send Ctrl+<char> (``sendcontrol("c")`` interrupts the running command).
+
+        Letters and ``@[\\]^_`` as on a terminal; ``?`` is DEL.
+        """
+        char = char.lower()
+        if char == "?":
+            self.spawn.send("\x7f")
+        elif len(char) == 1 and ("a" <= char <= "z" or char in "@[\\]^_"):
+            self.spawn.send(chr(ord(char.upper()) & 0x1F))
+        else:
+            raise ValueError(f"no control character for {char!r}")
 
     def expect(self, pattern: Any, timeout: float = 30) -> int:
         """pexpect's expect() on the transport, for dialogues the command API does not cover."""
         index: int = self.spawn.expect(pattern, timeout=timeout)
+        consumed = (self.spawn.before or "") + (
+            self.spawn.after if isinstance(self.spawn.after, str) else ""
+        )
+        self._record(consumed)
         return index
 
+    def _record(self, text: str) -> None:
+        if self._output_source is None and text:
+            self._output.append(text)
+
     def _read_chunk(self, timeout: float) -> str | None:
-        """Some text within ``timeout`` ("" if none); None at end of stream."""
+        """Some text within ``timeout`` ("" if none); None at end of stream.
+
+        Text pexpect's expect() read past its match (kept in ``spawn.buffer``) comes first.
+        """
+        pending: str = self.spawn.buffer
+        if pending:
+            self.spawn.buffer = ""
+            self._record(pending)
+            return pending
         try:
             text: str = self.spawn.read_nonblocking(65536, timeout)
         except TIMEOUT:
             return ""
         except EOF:
             return None
-        self._output.append(text)
+        self._record(text)
         return text
 
     def read_nonblocking(self, internal_timeout: float = 0.05, timeout: float | None = None) -> str:
         """Read what arrives until ``internal_timeout`` passes with nothing new (or ``timeout``)."""
         deadline = Deadline(timeout if timeout is not None else 3600)
         parts = []
-        while not deadline.expired():
+        while True:
             chunk = self._read_chunk(min(internal_timeout, deadline.remaining()))
             if not chunk:
                 break
             parts.append(chunk)
+            if deadline.expired():
+                break
         return "".join(parts)
 
     def get_output(self) -> str:
@@ -121,6 +157,9 @@ class ShellSession:
 
     def close(self) -> None:
         self.spawn.close()
+        for handle in self._owned_files:
+            handle.close()
+        self._owned_files.clear()
 
     # --- reading until something matches ---------------------------------------------
     def _read_until(
@@ -284,7 +323,8 @@ class ShellSession:
             if ignore_all_errors:
                 return ""
             raise
-        if status not in (ok_status or [0]) and not ignore_all_errors:
+        accepted = [0] if ok_status is None else list(ok_status)
+        if status not in accepted and not ignore_all_errors:
             raise ShellCmdError(cmd, status, output)
         return output
 

@@ -12,6 +12,7 @@ Host keys are never accepted blindly.  Two policies exist:
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,28 @@ import paramiko
 from virtlib.errors import (
     LoginAuthenticationError,
     LoginError,
+    LoginHostKeyError,
     LoginProcessTerminatedError,
     LoginTimeoutError,
 )
 
 log = logging.getLogger(__name__)
 HOST_KEY_POLICIES = ("strict", "accept-new")
+
+
+class _UnknownHostKey(paramiko.SSHException):
+    """Raised by the strict policy (mapped to LoginHostKeyError)."""
+
+
+class StrictHostKeyPolicy(paramiko.MissingHostKeyPolicy):
+    """Only keys already in known_hosts are trusted."""
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        raise _UnknownHostKey(
+            f"{key.get_name()} host key of {hostname} is not in known_hosts (policy strict)"
+        )
 
 
 class AcceptNewHostKeyPolicy(paramiko.MissingHostKeyPolicy):
@@ -67,8 +84,9 @@ def connect(
     if host_key_policy == "accept-new":
         client.set_missing_host_key_policy(AcceptNewHostKeyPolicy(known_hosts))
     else:
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.set_missing_host_key_policy(StrictHostKeyPolicy())
     target = f"{username}@{host}:{port}"
+    started = time.monotonic()
     try:
         client.connect(
             host,
@@ -83,11 +101,23 @@ def connect(
         )
     except paramiko.BadHostKeyException as exc:
         client.close()
-        raise LoginAuthenticationError(
+        raise LoginHostKeyError(
             f"SSH host key of {host}:{port} changed (known_hosts {known_hosts}): {exc}"
         ) from None
-    except paramiko.AuthenticationException as exc:
+    except _UnknownHostKey as exc:
         client.close()
+        raise LoginHostKeyError(f"SSH to {target}: {exc} ({known_hosts})") from None
+    except paramiko.AuthenticationException as exc:
+        # paramiko raises this class for refusals, but also for a slow server (its
+        # auth_timeout) and for a connection that died mid-authentication: tell them apart.
+        transport = client.get_transport()
+        alive = transport is not None and transport.is_active()
+        slow = time.monotonic() - started >= timeout
+        client.close()
+        if not alive:
+            raise LoginProcessTerminatedError(None, f"SSH to {target}: {exc}") from None
+        if slow:
+            raise LoginTimeoutError(f"SSH to {target}: {exc}", timeout) from None
         raise LoginAuthenticationError(f"SSH authentication failed for {target}: {exc}") from None
     except TimeoutError as exc:
         client.close()

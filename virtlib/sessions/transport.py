@@ -73,6 +73,7 @@ class BufferSpawn(_TextSpawn):
             raise EOF(f"{self.name}: end of stream")
         if not data:
             raise TIMEOUT(f"{self.name}: no data within {timeout} s")
+        self.flag_eof = False  # the stream may have been re-attached (reboot, restore, ...)
         self.cursor += len(data)
         return self._deliver(data)
 
