@@ -13,12 +13,12 @@ import logging
 import threading
 from typing import Any
 
+import libvirt
+
 from virtlib.backends.libvirt.errors import ErrorFactory, message, translated
 from virtlib.errors import RemoteError, VMNotSupportedError
 from virtlib.sessions.buffer import ConsoleBuffer
 from virtlib.waiting import Deadline, backoff, sleep_within
-
-import libvirt
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import libvirt
+
 from virtlib.accel import AccelChoice
 from virtlib.backends.libvirt import designer, domxml, migration
 from virtlib.backends.libvirt.console import DomainConsole
@@ -44,8 +46,6 @@ from virtlib.sessions.buffer import ConsoleBuffer
 from virtlib.sessions.shell import ShellSession
 from virtlib.sessions.transport import BufferSpawn
 from virtlib.spec import BUNDLED, VMSpec
-
-import libvirt
 
 if TYPE_CHECKING:
     from virtlib.guest import GuestImage

@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
-from virtlib.errors import HypervisorConnectionError, VMError, VMNotFoundError, VMStateError
-
 import libvirt
+
+from virtlib.errors import HypervisorConnectionError, VMError, VMNotFoundError, VMStateError
 
 ErrorFactory = Callable[[libvirt.libvirtError], VMError]
 

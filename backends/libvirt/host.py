@@ -19,14 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import libvirt
 from lxml import etree
+
 from virtlib.accel import AccelChoice, decide, local_choice
 from virtlib.backends.libvirt.errors import translated
 from virtlib.errors import HypervisorConnectionError, VMParamsError
 from virtlib.spec import UUID_RE
 from virtlib.waiting import Deadline, backoff, sleep_within
-
-import libvirt
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import libvirt
+
 from virtlib.backends.libvirt import domxml
 from virtlib.backends.libvirt.errors import message
 from virtlib.backends.libvirt.host import Host, is_local_uri
@@ -44,8 +46,6 @@ from virtlib.errors import (
     VMStateError,
 )
 from virtlib.ports import PortPool
-
-import libvirt
 
 if TYPE_CHECKING:
     from virtlib.backends.libvirt.domain import LibvirtVM

@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import libvirt
 import pytest
-import virtlib
 from functional_support import VMFactory
+
+import virtlib
 from virtlib.backends.libvirt.domxml import parse, read_metadata
 from virtlib.secondhost import SecondHost
 from virtlib.textutil import random_string
-
-import libvirt
 
 URI = os.environ.get("VIRTLIB_TEST_URI", "qemu:///system")
 RUN_TAG = random_string(6)

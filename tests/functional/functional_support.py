@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import virtlib
-
 import libvirt
+
+import virtlib
 
 VMFactory = Callable[..., virtlib.BaseVM]
 

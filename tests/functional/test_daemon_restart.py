@@ -10,12 +10,12 @@ import signal
 import subprocess
 from pathlib import Path
 
-import pytest
-import virtlib
-from functional_support import VMFactory
-from virtlib.waiting import wait_for
-
 import libvirt
+import pytest
+from functional_support import VMFactory
+
+import virtlib
+from virtlib.waiting import wait_for
 
 pytestmark = pytest.mark.disruptive
 

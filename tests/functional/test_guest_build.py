@@ -24,6 +24,7 @@ from pathlib import Path
 import paramiko
 import pexpect
 import pytest
+
 from virtlib.guest import CRASH_REGEX, GuestImage, ensure_guest
 
 pytestmark = pytest.mark.functional

@@ -6,8 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-import virtlib
 from functional_support import VMFactory
+
+import virtlib
 from virtlib.waiting import wait_for
 
 

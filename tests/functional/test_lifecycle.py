@@ -7,8 +7,9 @@ import signal
 from pathlib import Path
 
 import pytest
-import virtlib
 from functional_support import VMFactory, domain_names, qemu_pid
+
+import virtlib
 from virtlib.backends.libvirt.domain import LibvirtVM
 from virtlib.macpool import MacPool
 from virtlib.ports import PortPool, port_is_free

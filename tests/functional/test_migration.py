@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import virtlib
 from functional_support import VMFactory, domain_names
+
+import virtlib
 from virtlib.backends.libvirt.migration import MigrationProgress
 from virtlib.secondhost import SecondHost
 

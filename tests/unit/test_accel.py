@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from virtlib import VMParamsError
 from virtlib.accel import AccelChoice, cpu_flags, decide, kvm_device_problem
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from lxml import etree
+
 from virtlib import Params, VMHashMismatchError, VMSpec
 from virtlib.accel import AccelChoice
 from virtlib.backends.libvirt import designer, domxml

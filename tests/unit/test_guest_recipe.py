@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from virtlib.guest import builder, cli, elf, recipe
 from virtlib.guest import packages as pkgs
 from virtlib.guest.image import GuestBuildError, GuestImage, HostKey, sha256_fingerprint

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+
 import virtlib
 from virtlib import (
     ImageCheckWarning,

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from virtlib import VMParamsError
 from virtlib.contract import parse_memory_size
 from virtlib.keys import char_to_keystr, parse_keys

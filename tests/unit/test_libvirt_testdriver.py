@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import libvirt
 import pytest
+
 from virtlib import (
     Params,
     RemoteError,
@@ -30,8 +32,6 @@ from virtlib.backends.libvirt.domain import LibvirtVM
 from virtlib.backends.libvirt.host import Host
 from virtlib.macpool import MacPool
 from virtlib.ports import PortPool
-
-import libvirt
 
 URI = "test:///default"
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 import virtlib
 from virtlib import BaseVM, Params, VMParamsError, registry
 

@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from virtlib import VMError, VMParamsError
 from virtlib.macpool import MacPool
 from virtlib.ports import PortPool, port_is_free

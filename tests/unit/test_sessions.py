@@ -32,6 +32,7 @@ from fake_guest import (
     on_socket,
 )
 from pexpect import fdpexpect
+
 from virtlib.errors import (
     LoginAuthenticationError,
     LoginBadClientError,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from virtlib import Params, VMParamsError, VMSpec
 from virtlib.guest import recipe
 

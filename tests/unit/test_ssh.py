@@ -20,6 +20,7 @@ from typing import Any
 import paramiko
 import pytest
 from fake_guest import PASSWORD, PROMPT_RE, USERNAME, FakeGuest, on_channel
+
 from virtlib.errors import (
     LoginAuthenticationError,
     LoginError,
