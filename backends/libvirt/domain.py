@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import libvirt
 
 from virtlib.accel import AccelChoice
-from virtlib.backends.libvirt import designer, domxml, migration
+from virtlib.backends.libvirt import designer, domxml, metadata, migration
 from virtlib.backends.libvirt.console import DomainConsole
 from virtlib.backends.libvirt.errors import message, translated
 from virtlib.backends.libvirt.host import DomainEvent, Host, require_uri
@@ -107,6 +107,52 @@ class LibvirtVM(BaseVM):
         self._buffer: ConsoleBuffer | None = None
         self._console: DomainConsole | None = None
         self._reconnect_listener = self._on_reconnect
+
+    @classmethod
+    def adopt(
+        cls,
+        name: str,
+        params: dict[str, str],
+        root_dir: str | Path = ".",
+        attach_console: bool = False,
+    ) -> LibvirtVM:
+        """A VM object for a domain virtlib started earlier (in another process).
+
+        Its instance id, forwarded ports and MACs come from the domain's virtlib
+        metadata; ``params`` should be those it was created with.  The console is
+        attached only when asked (attaching takes it over from any other client).
+
+        :raises VMNotFoundError: no such domain.
+        :raises VMError: the domain was not made by virtlib.
+        """
+        vm = cls(name, params, root_dir)
+        dom = vm.host.lookup(name)
+        vm.xml = str(dom.XMLDesc(0))
+        vm.instance, vm.allocations = metadata.decode(domxml.read_metadata(domxml.parse(vm.xml)))
+        vm.uuid = dom.UUIDString()
+        kind = domxml.parse(vm.xml).get("type", "")
+        vm.accel = AccelChoice("kvm" if kind == "kvm" else "tcg", f"the running domain is {kind}")
+        if vm.spec.guest == BUNDLED:
+            from virtlib.guest import ensure_guest
+
+            vm._guest = ensure_guest()
+            vm._trust_host_keys()
+        if attach_console and dom.isActive():
+            vm._attach_console(dom)
+        vm.host.add_reconnect_listener(vm._reconnect_listener)
+        return vm
+
+    def release(self) -> None:
+        """Forget the VM in this process (console, private files) and leave the domain running.
+
+        The opposite of adopt(); destroy() is the way to stop the VM.
+        """
+        self._detach_console(release=True)
+        self.host.remove_reconnect_listener(self._reconnect_listener)
+        remove_tree(self._workdir)
+        self._workdir = None
+        self._buffer = self._console = None
+        self.serial_console = None
 
     # --- connection and domain ----------------------------------------------------------
     @property
@@ -235,16 +281,12 @@ class LibvirtVM(BaseVM):
         boot: designer.BootMedia | None,
         check_resources: bool = True,
     ) -> str:
-        forwards = " ".join(
-            f"{nic}:{guest}={host}" for (nic, guest), host in sorted(self.allocations.ports.items())
-        )
-        metadata = {"instance": self.instance, "forwards": forwards}
         config = designer.design(
             spec,
             facts,
             self.allocations,
             boot,
-            metadata,
+            metadata.encode(self.instance, self.allocations),
             uuid=self._wanted_uuid(spec),
             check_resources=check_resources,
         )

@@ -195,7 +195,10 @@ def build(config: DomainConfig) -> etree._Element:
 
 
 def _add_metadata(root: etree._Element, values: dict[str, str]) -> None:
-    metadata = _insert_after(root, "uuid" if root.find("uuid") is not None else "name", "metadata")
+    metadata = root.find("metadata")
+    if metadata is None:
+        anchor = "uuid" if root.find("uuid") is not None else "name"
+        metadata = _insert_after(root, anchor, "metadata")
     vm = etree.SubElement(metadata, f"{{{VIRTLIB_NS}}}vm", nsmap={"virtlib": VIRTLIB_NS})
     for key, value in sorted(values.items()):
         etree.SubElement(vm, f"{{{VIRTLIB_NS}}}{key}").text = value
@@ -277,6 +280,16 @@ def canonical(xml: str, ignore: tuple[str, ...] = ()) -> str:
 
 def schema_path(name: str = "domain.rng") -> Path:
     return Path("/usr/share/libvirt/schemas") / name
+
+
+def replace_metadata(root: etree._Element, values: dict[str, str]) -> None:
+    """Put ``values`` in place of the virtlib metadata of a domain document."""
+    old = root.find(f"metadata/{{{VIRTLIB_NS}}}vm")
+    if old is not None:
+        parent = old.getparent()
+        if parent is not None:
+            parent.remove(old)
+    _add_metadata(root, values)
 
 
 def read_metadata(root: etree._Element) -> dict[str, str]:

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import libvirt
 
-from virtlib.backends.libvirt import domxml
+from virtlib.backends.libvirt import domxml, metadata
+from virtlib.backends.libvirt.designer import Allocations
 from virtlib.backends.libvirt.errors import message
 from virtlib.backends.libvirt.host import Host, is_local_uri
 from virtlib.errors import (
@@ -414,7 +415,8 @@ def _free_ports(
 
 
 def _destination_xml(vm: LibvirtVM, dom: Any, ports: dict[tuple[int, int], int]) -> str:
-    """The running domain's migratable XML with the forwards moved to ``ports``."""
+    """The running domain's migratable XML with the forwards (and the virtlib metadata
+    recording them) moved to ``ports``."""
     xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
     if ports == vm.allocations.ports:
         return str(xml)
@@ -425,4 +427,6 @@ def _destination_xml(vm: LibvirtVM, dom: Any, ports: dict[tuple[int, int], int])
             if value.startswith(f"user,id=vlnet{nic},"):
                 value = value.replace(f":{old}-:{guest}", f":{ports[(nic, guest)]}-:{guest}")
         arg.set("value", value)
+    moved = Allocations(macs=dict(vm.allocations.macs), ports=dict(ports))
+    domxml.replace_metadata(root, metadata.encode(vm.instance, moved))
     return domxml.to_string(root)

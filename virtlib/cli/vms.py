@@ -1,0 +1,328 @@
+"""VM commands: up, list, info, reboot, send-key, save, restore, migrate, destroy."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from virtlib.backends.libvirt import domxml
+from virtlib.backends.libvirt.domain import STATE_NAMES, LibvirtVM
+from virtlib.backends.libvirt.host import Host
+from virtlib.backends.libvirt.migration import MigrationProgress
+from virtlib.cli.output import Progress, emit, table
+from virtlib.cli.state import StateStore, VMRecord
+from virtlib.errors import VMError, VMNotFoundError, VMParamsError
+from virtlib.params import Params, parse_assignment
+from virtlib.spec import BUNDLED, VMSpec
+from virtlib.textutil import random_string
+
+DEFAULT_URI = "qemu:///system"
+
+
+# --- shared -------------------------------------------------------------------------------
+def build_params(params_file: str | None, assignments: list[str], uri: str | None) -> Params:
+    """Params for a new VM: defaults, then the file, then ``--set key=value`` (in order)."""
+    params = Params(vm_type="libvirt")
+    if params_file:
+        params.update(Params.from_file(params_file))
+    for assignment in assignments:
+        key, value = parse_assignment(assignment, f"--set {assignment!r}")
+        params[key] = value
+    if uri:
+        params["connect_uri"] = uri
+    return params
+
+
+def load_vm(args: argparse.Namespace, attach_console: bool = False) -> LibvirtVM:
+    """The VM named ``args.name``: from virtlib's state file, else adopted from libvirt."""
+    store = StateStore()
+    try:
+        record = store.load(args.name)
+    except VMNotFoundError:
+        uri = args.uri or DEFAULT_URI
+        return LibvirtVM.adopt(args.name, Params(connect_uri=uri), ".", attach_console)
+    return LibvirtVM.adopt(record.name, Params(record.params), record.root_dir, attach_console)
+
+
+def vm_info(vm: LibvirtVM) -> dict[str, Any]:
+    dom = vm.host.lookup(vm.uuid or vm.name)
+    state, _max_mem, memory_kib, vcpus, _cpu_time = dom.info()
+    forwards = {
+        f"nic{nic}:{guest}": f"127.0.0.1:{host}"
+        for (nic, guest), host in sorted(vm.allocations.ports.items())
+    }
+    return {
+        "name": vm.name,
+        "uri": vm.uri,
+        "uuid": vm.uuid,
+        "state": STATE_NAMES.get(state, str(state)),
+        "vcpus": vcpus,
+        "memory_mib": memory_kib // 1024,
+        "domain_type": domxml.parse(vm.xml).get("type", ""),
+        "macs": {f"nic{n}": mac for n, mac in sorted(vm.allocations.macs.items())},
+        "forwards": forwards,
+        "instance": vm.instance,
+    }
+
+
+# --- up -------------------------------------------------------------------------------------
+def cmd_up(args: argparse.Namespace) -> int:
+    store = StateStore()
+    name = args.name or f"virtlib-{random_string(6)}"
+    params = build_params(args.params, args.set or [], args.uri)
+    root_dir = str(Path(args.root_dir).resolve())
+    spec = VMSpec.from_params(name, params, root_dir)  # bad params fail before anything exists
+    try:
+        store.load(name)
+    except VMNotFoundError:
+        pass
+    else:
+        raise VMParamsError(f"a VM named {name!r} is already up (virtlib destroy {name})")
+    if spec.guest != BUNDLED:
+        params["ssh_known_hosts"] = str(store.known_hosts(name))
+    vm = LibvirtVM(name, params, root_dir)
+    progress = Progress(f"up {name}")
+    vm.create()
+    try:
+        if not args.no_wait:
+            progress.update(0.5, "booting, waiting for the serial login")
+            vm.wait_for_serial_login(timeout=args.timeout)
+        store.save(VMRecord(name=name, uri=vm.uri, params=dict(params), root_dir=root_dir))
+    except BaseException:
+        vm.destroy(gracefully=False)
+        raise
+    progress.done(f"({vm.accel})" if vm.accel else "")
+    info = vm_info(vm)
+    vm.release()
+    ssh = info["forwards"].get("nic0:22", "no SSH forward")
+    emit(args.json, info, f"{name} is up on {vm.uri} (ssh: {ssh})")
+    return 0
+
+
+# --- list / info ------------------------------------------------------------------------------
+def _uris(args: argparse.Namespace, store: StateStore) -> list[str]:
+    uris = list(args.uri_list or []) or [DEFAULT_URI]
+    uris += [r.uri for r in store.records()]
+    return list(dict.fromkeys(uris))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    store = StateStore()
+    rows = []
+    for uri in _uris(args, store):
+        try:
+            domains = Host.get(uri).conn.listAllDomains()
+        except VMError as exc:
+            rows.append({"name": "-", "uri": uri, "state": f"unreachable: {exc}", "ssh": ""})
+            continue
+        for dom in domains:
+            meta = domxml.read_metadata(domxml.parse(dom.XMLDesc(0)))
+            if not meta.get("instance"):
+                continue
+            state = STATE_NAMES.get(dom.state()[0], "?")
+            ssh = next(
+                (
+                    f"127.0.0.1:{p.split('=')[1]}"
+                    for p in meta.get("forwards", "").split()
+                    if p.startswith("0:22=")
+                ),
+                "",
+            )
+            rows.append({"name": dom.name(), "uri": uri, "state": state, "ssh": ssh})
+    text = (
+        table(
+            ["NAME", "STATE", "SSH", "URI"],
+            [[r["name"], r["state"], r["ssh"], r["uri"]] for r in rows],
+        )
+        if rows
+        else "no virtlib VMs"
+    )
+    emit(args.json, rows, text)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    vm = load_vm(args)
+    try:
+        info = vm_info(vm)
+    finally:
+        vm.release()
+    text = "\n".join(f"{k:12} {v}" for k, v in info.items())
+    emit(args.json, info, text)
+    return 0
+
+
+# --- operations ------------------------------------------------------------------------------
+def cmd_reboot(args: argparse.Namespace) -> int:
+    vm = load_vm(args, attach_console=True)
+    try:
+        session = vm.reboot(method=args.method, timeout=args.timeout)
+        session.close()
+    finally:
+        vm.release()
+    emit(args.json, {"name": vm.name, "rebooted": True}, f"{vm.name} rebooted and answers")
+    return 0
+
+
+def cmd_send_key(args: argparse.Namespace) -> int:
+    vm = load_vm(args)
+    try:
+        for keys in args.keys:
+            vm.send_key(keys)
+    finally:
+        vm.release()
+    emit(args.json, {"name": vm.name, "keys": args.keys}, "")
+    return 0
+
+
+def cmd_save(args: argparse.Namespace) -> int:
+    vm = load_vm(args)
+    try:
+        vm.save_to_file(str(Path(args.file).resolve()))
+    finally:
+        vm.release()
+    emit(args.json, {"name": vm.name, "file": args.file}, f"{vm.name} saved to {args.file}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    vm = load_vm_for_restore(args)
+    try:
+        vm.restore_from_file(str(Path(args.file).resolve()))
+    finally:
+        vm.release()
+    emit(args.json, {"name": vm.name, "file": args.file}, f"{vm.name} restored from {args.file}")
+    return 0
+
+
+def load_vm_for_restore(args: argparse.Namespace) -> LibvirtVM:
+    """A saved VM has no domain: rebuild it from the state file (its params and URI)."""
+    record = StateStore().load(args.name)
+    vm = LibvirtVM(record.name, Params(record.params), record.root_dir)
+    return vm
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    store = StateStore()
+    vm = load_vm(args, attach_console=True)
+    if args.bandwidth:
+        vm.params["migration_bandwidth"] = str(args.bandwidth)
+        vm.spec = VMSpec.from_params(vm.name, vm.params, vm.root_dir)
+    vm.params["migration_dest_uri"] = args.to
+    progress = Progress(f"migrate {vm.name}")
+
+    def show(sample: MigrationProgress) -> None:
+        progress.update(
+            sample.percent / 100,
+            f"{sample.data_processed / 2**20:.1f}/"
+            f"{sample.data_total / 2**20:.1f} MiB, pass {sample.iteration}",
+        )
+
+    try:
+        result = vm.migrate(
+            timeout=args.timeout, protocol=args.protocol, offline=args.offline, progress=show
+        )
+        progress.done(f"(downtime {result.downtime_ms} ms)")
+        try:
+            record = store.load(vm.name)
+        except VMNotFoundError:
+            record = VMRecord(name=vm.name, uri=vm.uri, params=dict(vm.params))
+        record.uri = vm.uri
+        record.params["connect_uri"] = vm.uri
+        record.params.pop("migration_dest_uri", None)
+        store.save(record)
+    finally:
+        vm.release()
+    data = {
+        "name": vm.name,
+        "uri": vm.uri,
+        "total_time_ms": result.total_time_ms,
+        "downtime_ms": result.downtime_ms,
+        "bytes": result.data_transferred,
+    }
+    emit(args.json, data, f"{vm.name} now runs on {vm.uri}")
+    return 0
+
+
+def cmd_destroy(args: argparse.Namespace) -> int:
+    store = StateStore()
+    try:
+        vm = load_vm(args)
+    except VMNotFoundError as missing:
+        # A saved VM has no domain, only its state: forget it.
+        try:
+            store.load(args.name)
+        except VMNotFoundError:
+            raise missing from None
+        store.remove(args.name)
+        emit(args.json, {"name": args.name, "destroyed": True}, f"{args.name} forgotten")
+        return 0
+    vm.destroy(gracefully=not args.force)
+    store.remove(args.name)
+    emit(args.json, {"name": args.name, "destroyed": True}, f"{args.name} destroyed")
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------
+def register(commands: Any, common: argparse.ArgumentParser) -> None:
+    up = commands.add_parser(
+        "up", parents=[common], help="start a VM (the bundled guest by default)"
+    )
+    up.add_argument("name", nargs="?", help="the VM's name (default: virtlib-<random>)")
+    up.add_argument("-p", "--params", help="a params file (key = value lines)")
+    up.add_argument("--set", action="append", metavar="KEY=VALUE", help="a param (repeatable)")
+    up.add_argument("--root-dir", default=".", help="base for relative paths in params")
+    up.add_argument("--no-wait", action="store_true", help="do not wait for the login prompt")
+    up.add_argument("--timeout", type=float, default=240, help="seconds to wait for login")
+    up.set_defaults(func=cmd_up)
+
+    lst = commands.add_parser("list", parents=[common], help="the VMs virtlib started")
+    lst.add_argument(
+        "--host",
+        dest="uri_list",
+        action="append",
+        metavar="URI",
+        help="a libvirt URI to look at (repeatable; default qemu:///system)",
+    )
+    lst.set_defaults(func=cmd_list)
+
+    for name, func, text in (("info", cmd_info, "state, addresses and forwards of a VM"),):
+        parser = commands.add_parser(name, parents=[common], help=text)
+        parser.add_argument("name")
+        parser.set_defaults(func=func)
+
+    reboot = commands.add_parser("reboot", parents=[common], help="reboot and wait for login")
+    reboot.add_argument("name")
+    reboot.add_argument("--method", choices=["shell", "system_reset"], default="shell")
+    reboot.add_argument("--timeout", type=float, default=240)
+    reboot.set_defaults(func=cmd_reboot)
+
+    keys = commands.add_parser("send-key", parents=[common], help="press keys (ctrl-alt-delete)")
+    keys.add_argument("name")
+    keys.add_argument("keys", nargs="+", metavar="KEYS")
+    keys.set_defaults(func=cmd_send_key)
+
+    save = commands.add_parser("save", parents=[common], help="save the VM's state to a file")
+    save.add_argument("name")
+    save.add_argument("file")
+    save.set_defaults(func=cmd_save)
+
+    restore = commands.add_parser("restore", parents=[common], help="start a saved VM again")
+    restore.add_argument("name")
+    restore.add_argument("file")
+    restore.set_defaults(func=cmd_restore)
+
+    migrate = commands.add_parser("migrate", parents=[common], help="live-migrate to another host")
+    migrate.add_argument("name")
+    migrate.add_argument("--to", required=True, metavar="URI", help="the destination libvirt URI")
+    migrate.add_argument("--protocol", choices=["tcp", "unix"], default="tcp")
+    migrate.add_argument("--offline", action="store_true", help="pause during the transfer")
+    migrate.add_argument("--timeout", type=float, default=3600)
+    migrate.add_argument("--bandwidth", type=int, help="MiB/s")
+    migrate.set_defaults(func=cmd_migrate)
+
+    destroy = commands.add_parser("destroy", parents=[common], help="stop the VM, leave nothing")
+    destroy.add_argument("name")
+    destroy.add_argument("--force", action="store_true", help="no graceful shutdown first")
+    destroy.set_defaults(func=cmd_destroy)
