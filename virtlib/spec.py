@@ -116,7 +116,6 @@ class LoginSpec:
     status_test_command: str = "echo $?"
     shell_client: str = "ssh"
     shell_port: int = 22
-    file_transfer_client: str = "sftp"
     file_transfer_port: int = 22
     # "strict": only keys in known_hosts_file; "accept-new": trust on first use per VM
     # (the VM's own known_hosts file, which virtlib made empty when it created the VM).
@@ -126,7 +125,7 @@ class LoginSpec:
     @classmethod
     def from_params(cls, params: Params) -> LoginSpec:
         shell_client = _choice(params, "shell_client", "ssh", SHELL_CLIENTS)
-        transfer = _choice(params, "file_transfer_client", "sftp", ("sftp", "scp"))
+        _choice(params, "file_transfer_client", "sftp", ("sftp",))  # the only one there is
         return cls(
             username=params.get("username", "root"),
             password=params.get("password", ""),
@@ -135,7 +134,6 @@ class LoginSpec:
             status_test_command=params.get("status_test_command", "echo $?"),
             shell_client=shell_client,
             shell_port=_port(params, "shell_port", 22),
-            file_transfer_client=transfer,
             file_transfer_port=_port(params, "file_transfer_port", 22),
             host_key_policy=_choice(
                 params, "ssh_host_key_policy", "accept-new", ("strict", "accept-new")
@@ -270,7 +268,6 @@ class VMSpec:
     pci_devices_requested: int
     login: LoginSpec
     log_dir: Path | None
-    login_timeout: float
     mem_chk_cmd: str
     mem_chk_cur_cmd: str
     cpu_chk_cmd: str
@@ -342,7 +339,6 @@ class VMSpec:
             pci_devices_requested=_positive(params, "devices_requested", 1),
             login=login,
             log_dir=Path(params["log_dir"]) if params.get("log_dir") else None,
-            login_timeout=params.get_float("login_timeout", 240.0),
             mem_chk_cmd=params.get("mem_chk_cmd", "grep MemTotal /proc/meminfo"),
             mem_chk_cur_cmd=params.get("mem_chk_cur_cmd", "grep MemTotal /proc/meminfo"),
             cpu_chk_cmd=params.get("cpu_chk_cmd", "grep -c ^processor /proc/cpuinfo"),

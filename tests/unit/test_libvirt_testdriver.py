@@ -153,6 +153,7 @@ def test_create_starts_a_transient_domain(
     assert domxml.read_metadata(root) == {
         "instance": vm.instance,
         "forwards": f"0:22={vm.get_port(22)}",
+        "macs": f"0={vm.get_mac_address(0)}",
     }
     vm.destroy(gracefully=False)
     assert "td-create" not in domain_names(test_driver)
@@ -317,7 +318,9 @@ def test_needs_restart(
     assert vm.needs_restart("td-restart", params, tmp_path)  # not running
     vm.create()
     assert not vm.needs_restart("td-restart", params.copy(), tmp_path)
-    assert not vm.needs_restart("td-restart", make_params(nics="nic1", login_timeout="5"), tmp_path)
+    assert not vm.needs_restart(
+        "td-restart", make_params(nics="nic1", shutdown_timeout="5"), tmp_path
+    )
     assert vm.needs_restart("td-restart", make_params(nics="nic1", mem="256"), tmp_path)
     assert vm.needs_restart("td-restart", make_params(nics="nic1", smp="2"), tmp_path)
     assert vm.needs_restart("td-restart", make_params(nics="nic1 nic2"), tmp_path)

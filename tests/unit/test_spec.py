@@ -241,7 +241,7 @@ def test_bad_ports(params: dict[str, str], key: str) -> None:
         ({"on_crash": "explode"}, "on_crash"),
         ({"images": "d", "image_format": "bogus"}, "image_format"),
         ({"images": "d", "drive_format_d": "floppy"}, "drive_format"),
-        ({"login_timeout": "soon"}, "login_timeout"),
+        ({"shutdown_timeout": "soon"}, "shutdown_timeout"),
         ({"ssh_host_key_policy": "trust-all"}, "ssh_host_key_policy"),
     ],
 )
