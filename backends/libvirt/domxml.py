@@ -169,19 +169,13 @@ def build(config: DomainConfig) -> etree._Element:
     _set_text(root, "on_reboot", config.on_reboot)
     _set_text(root, "on_crash", config.on_crash)
     devices = _find(root, "devices")
-    first_char_device = devices.find("serial")
-    if first_char_device is None:
-        first_char_device = devices.find("console")
-    for disk in config.disks:
-        element = _disk(disk)
-        if first_char_device is not None:
-            first_char_device.addprevious(element)
-        else:
-            devices.append(element)
-    for interface in config.interfaces:
-        element = _interface(interface)
-        if first_char_device is not None:
-            first_char_device.addprevious(element)
+    # Disks and NICs go before the character devices, as libvirt writes them.
+    anchor = devices.find("serial")
+    if anchor is None:
+        anchor = devices.find("console")
+    for element in [*map(_disk, config.disks), *map(_interface, config.interfaces)]:
+        if anchor is not None:
+            anchor.addprevious(element)
         else:
             devices.append(element)
     for hostdev in config.hostdevs:

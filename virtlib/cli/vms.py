@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,15 @@ def load_vm(args: argparse.Namespace, attach_console: bool = False) -> LibvirtVM
         uri = args.uri or DEFAULT_URI
         return LibvirtVM.adopt(args.name, Params(connect_uri=uri), ".", attach_console)
     return LibvirtVM.adopt(record.name, Params(record.params), record.root_dir, attach_console)
+
+
+@contextlib.contextmanager
+def released(vm: LibvirtVM) -> Iterator[LibvirtVM]:
+    """Use a VM in this invocation, then forget it here (the domain keeps running)."""
+    try:
+        yield vm
+    finally:
+        vm.release()
 
 
 def vm_info(vm: LibvirtVM) -> dict[str, Any]:
@@ -143,11 +154,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    vm = load_vm(args)
-    try:
+    with released(load_vm(args)) as vm:
         info = vm_info(vm)
-    finally:
-        vm.release()
     text = "\n".join(f"{k:12} {v}" for k, v in info.items())
     emit(args.json, info, text)
     return 0
@@ -155,52 +163,33 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 # --- operations ------------------------------------------------------------------------------
 def cmd_reboot(args: argparse.Namespace) -> int:
-    vm = load_vm(args, attach_console=True)
-    try:
-        session = vm.reboot(method=args.method, timeout=args.timeout)
-        session.close()
-    finally:
-        vm.release()
+    with released(load_vm(args, attach_console=True)) as vm:
+        vm.reboot(method=args.method, timeout=args.timeout).close()
     emit(args.json, {"name": vm.name, "rebooted": True}, f"{vm.name} rebooted and answers")
     return 0
 
 
 def cmd_send_key(args: argparse.Namespace) -> int:
-    vm = load_vm(args)
-    try:
+    with released(load_vm(args)) as vm:
         for keys in args.keys:
             vm.send_key(keys)
-    finally:
-        vm.release()
     emit(args.json, {"name": vm.name, "keys": args.keys}, "")
     return 0
 
 
 def cmd_save(args: argparse.Namespace) -> int:
-    vm = load_vm(args)
-    try:
+    with released(load_vm(args)) as vm:
         vm.save_to_file(str(Path(args.file).resolve()))
-    finally:
-        vm.release()
     emit(args.json, {"name": vm.name, "file": args.file}, f"{vm.name} saved to {args.file}")
     return 0
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    vm = load_vm_for_restore(args)
-    try:
+    record = StateStore().load(args.name)  # a saved VM has no domain: rebuild it from its state
+    with released(LibvirtVM(record.name, Params(record.params), record.root_dir)) as vm:
         vm.restore_from_file(str(Path(args.file).resolve()))
-    finally:
-        vm.release()
     emit(args.json, {"name": vm.name, "file": args.file}, f"{vm.name} restored from {args.file}")
     return 0
-
-
-def load_vm_for_restore(args: argparse.Namespace) -> LibvirtVM:
-    """A saved VM has no domain: rebuild it from the state file (its params and URI)."""
-    record = StateStore().load(args.name)
-    vm = LibvirtVM(record.name, Params(record.params), record.root_dir)
-    return vm
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
