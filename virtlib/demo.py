@@ -43,7 +43,12 @@ class Demo:
     out: TextIO
     steps: list[Step] = field(default_factory=list)
 
-    def run(self, name: str, action: Callable[[], Any], detail: Callable[[Any], str] = str) -> Any:
+    def run(
+        self,
+        name: str,
+        action: Callable[[], Any],
+        detail: Callable[[Any], str] = lambda r: "" if r is None else str(r),
+    ) -> Any:
         step = Step(name)
         self.steps.append(step)
         self.out.write(f"-> {name} ... ")
@@ -58,7 +63,7 @@ class Demo:
             raise
         step.seconds = time.monotonic() - started
         step.ok = True
-        step.detail = detail(result) if result is not None else ""
+        step.detail = detail(result)
         self.out.write(f"ok ({step.seconds:.2f} s) {step.detail}\n")
         self.out.flush()
         return result
