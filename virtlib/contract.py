@@ -33,6 +33,8 @@ from virtlib.errors import (
 from virtlib.keys import char_to_keystr
 from virtlib.macpool import MacPool
 from virtlib.params import Params
+from virtlib.ports import PortPool
+from virtlib.reservations import Partition, current_partition
 from virtlib.spec import VMSpec
 from virtlib.textutil import random_string
 from virtlib.waiting import retry
@@ -69,11 +71,21 @@ class BaseVM(abc.ABC):
         self.serial_console: ShellSession | None = None
         self.uuid: str | None = None
         self._workdir: Path | None = None
+        #: Whose reservation tables hold this VM's MACs and ports (see virtlib.reservations).
+        self.partition: Partition = current_partition()
         self._generate_unique_id()
 
     def _generate_unique_id(self) -> None:
         """A unique id for this VM object: a timestamp and random characters."""
         self.instance = time.strftime("%Y%m%d-%H%M%S-") + random_string(8)
+
+    def mac_pool(self) -> MacPool:
+        """The MAC pool (of this VM's partition)."""
+        return MacPool(partition=self.partition)
+
+    def port_pool(self) -> PortPool:
+        """The forwarded-port pool (of this VM's partition)."""
+        return PortPool(partition=self.partition)
 
     # --- files of this VM ------------------------------------------------------------
     @property
@@ -113,7 +125,7 @@ class BaseVM(abc.ABC):
         nic = self.spec.nic(nic_index)
         mac = nic.mac if nic else ""
         if nic and not mac:
-            mac = MacPool().lookup(self.instance, nic_index) or ""
+            mac = self.mac_pool().lookup(self.instance, nic_index) or ""
         if not mac:
             raise VMMACAddressMissingError(nic_index)
         return mac

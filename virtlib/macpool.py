@@ -1,7 +1,9 @@
 """MAC addresses unique across every virtlib process on the host.
 
 Addresses use the locally-administered prefix ``52:54:00`` that QEMU and
-libvirt use; reservations are keyed ``<instance>/<nic index>``.
+libvirt use; reservations are keyed ``<instance>/<nic index>``.  In a
+:class:`~virtlib.reservations.Partition` the fourth byte is the partition's
+index (``52:54:00:<index>:xx:xx``) and the table is the partition's own file.
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from virtlib.errors import VMParamsError
-from virtlib.reservations import ReservationTable
+from virtlib.errors import VMError, VMParamsError
+from virtlib.reservations import Partition, ReservationTable
 from virtlib.spec import MAC_RE
 
 PREFIX = "52:54:00"
@@ -19,8 +21,9 @@ PREFIX = "52:54:00"
 class MacPool:
     """Reserve, look up and free MAC addresses."""
 
-    def __init__(self, path: Path | None = None) -> None:
-        self.table = ReservationTable("mac-pool.json", path)
+    def __init__(self, path: Path | None = None, partition: Partition | None = None) -> None:
+        self.table = ReservationTable("mac-pool.json", path, partition)
+        self.partition = self.table.partition
 
     def lookup(self, instance: str, nic_index: int) -> str | None:
         with self.table.locked() as rows:
@@ -45,7 +48,7 @@ class MacPool:
                 if mac in owners:
                     raise VMParamsError(f"MAC address {mac} is already used by {owners[mac]}")
             else:
-                mac = _random_mac(set(owners))
+                mac = _random_mac(set(owners), self.partition)
             rows[key] = mac
             return mac
 
@@ -57,8 +60,13 @@ class MacPool:
         return self.table.rows()
 
 
-def _random_mac(taken: set[str]) -> str:
+def _random_mac(taken: set[str], partition: Partition) -> str:
+    """A random address not in ``taken``; in a partition, one with the partition's byte."""
+    prefix = PREFIX if partition.whole else f"{PREFIX}:{partition.index:02x}"
+    random_bytes = 3 if partition.whole else 2
+    if len(taken) >= 256**random_bytes:
+        raise VMError(f"no free MAC address left in {prefix}")
     while True:
-        mac = PREFIX + "".join(f":{b:02x}" for b in secrets.token_bytes(3))
+        mac = prefix + "".join(f":{b:02x}" for b in secrets.token_bytes(random_bytes))
         if mac not in taken:
             return mac

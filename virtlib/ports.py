@@ -3,7 +3,9 @@
 Ports come from a range below Linux's ephemeral range (so outgoing connections
 do not take them meanwhile), are probed by binding on 127.0.0.1, and are
 reserved in a shared table keyed ``<instance>/<guest port>/<nic>`` until the
-VM is destroyed.
+VM is destroyed.  In a :class:`~virtlib.reservations.Partition` the default
+range is cut into equal slices, one per partition, and the table is the
+partition's own file; ports are still probed by binding.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import socket
 from pathlib import Path
 
 from virtlib.errors import VMError
-from virtlib.reservations import ReservationTable
+from virtlib.reservations import Partition, ReservationTable
 
 PORT_RANGE = (20000, 32767)
 BIND_ADDRESS = "127.0.0.1"
@@ -32,11 +34,21 @@ def port_is_free(port: int, address: str = BIND_ADDRESS) -> bool:
 
 
 class PortPool:
-    """Reserve and free forwarded host ports."""
+    """Reserve and free forwarded host ports.
 
-    def __init__(self, path: Path | None = None, port_range: tuple[int, int] = PORT_RANGE) -> None:
-        self.table = ReservationTable("port-pool.json", path)
-        self.low, self.high = port_range
+    ``port_range`` (inclusive) defaults to the partition's slice of :data:`PORT_RANGE`;
+    an explicit range is used as given.
+    """
+
+    def __init__(
+        self,
+        path: Path | None = None,
+        port_range: tuple[int, int] | None = None,
+        partition: Partition | None = None,
+    ) -> None:
+        self.table = ReservationTable("port-pool.json", path, partition)
+        self.partition = self.table.partition
+        self.low, self.high = port_range or self.partition.slice(*PORT_RANGE)
 
     def reserve(self, instance: str, label: str) -> int:
         """A free port for ``label`` (e.g. "nic0/22"); an existing reservation is kept."""

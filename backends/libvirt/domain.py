@@ -40,8 +40,6 @@ from virtlib.errors import (
 )
 from virtlib.images import create_image
 from virtlib.keys import parse_keys
-from virtlib.macpool import MacPool
-from virtlib.ports import PortPool
 from virtlib.sessions.buffer import ConsoleBuffer
 from virtlib.sessions.shell import ShellSession
 from virtlib.sessions.transport import BufferSpawn
@@ -128,7 +126,9 @@ class LibvirtVM(BaseVM):
         vm = cls(name, params, root_dir)
         dom = vm.host.lookup(name)
         vm.xml = str(dom.XMLDesc(0))
-        vm.instance, vm.allocations = metadata.decode(domxml.read_metadata(domxml.parse(vm.xml)))
+        vm.instance, vm.allocations, vm.partition = metadata.decode(
+            domxml.read_metadata(domxml.parse(vm.xml))
+        )
         vm.uuid = dom.UUIDString()
         kind = domxml.parse(vm.xml).get("type", "")
         vm.accel = AccelChoice("kvm" if kind == "kvm" else "tcg", f"the running domain is {kind}")
@@ -243,7 +243,7 @@ class LibvirtVM(BaseVM):
 
     def _reserve(self, mac_source: BaseVM | None) -> None:
         """A MAC per NIC and a host port per forwarded guest port (shared, locked pools)."""
-        macs, ports = MacPool(), PortPool()
+        macs, ports = self.mac_pool(), self.port_pool()
         for nic in self.spec.nics:
             source_mac = None
             if mac_source is not None:
@@ -286,7 +286,7 @@ class LibvirtVM(BaseVM):
             facts,
             self.allocations,
             boot,
-            metadata.encode(self.instance, self.allocations),
+            metadata.encode(self.instance, self.allocations, self.partition),
             uuid=self._wanted_uuid(spec),
             check_resources=check_resources,
         )
@@ -546,10 +546,10 @@ class LibvirtVM(BaseVM):
                 return True
 
     def _release(self, free_mac_addresses: bool) -> None:
-        PortPool().free(self.instance)
+        self.port_pool().free(self.instance)
         self.allocations.ports.clear()
         if free_mac_addresses:
-            MacPool().free(self.instance)
+            self.mac_pool().free(self.instance)
             self.allocations.macs.clear()
 
     # --- reboot, keys, save/restore ----------------------------------------------------------

@@ -10,19 +10,23 @@ from __future__ import annotations
 
 from virtlib.backends.libvirt.designer import Allocations
 from virtlib.errors import VMError
+from virtlib.reservations import WHOLE, Partition
 
 
-def encode(instance: str, allocations: Allocations) -> dict[str, str]:
+def encode(instance: str, allocations: Allocations, partition: Partition = WHOLE) -> dict[str, str]:
     """The metadata values for a VM (all strings, as the XML holds them)."""
     forwards = " ".join(
         f"{nic}:{guest}={host}" for (nic, guest), host in sorted(allocations.ports.items())
     )
     macs = " ".join(f"{nic}={mac}" for nic, mac in sorted(allocations.macs.items()))
-    return {"instance": instance, "forwards": forwards, "macs": macs}
+    values = {"instance": instance, "forwards": forwards, "macs": macs}
+    if not partition.whole:  # its reservations live in that partition's tables
+        values["partition"] = f"{partition.index}/{partition.count}"
+    return values
 
 
-def decode(values: dict[str, str]) -> tuple[str, Allocations]:
-    """(instance, allocations) from metadata written by :func:`encode`."""
+def decode(values: dict[str, str]) -> tuple[str, Allocations, Partition]:
+    """(instance, allocations, partition) from metadata written by :func:`encode`."""
     if not values.get("instance"):
         raise VMError("the domain has no virtlib metadata: it was not made by virtlib")
     allocations = Allocations()
@@ -36,4 +40,5 @@ def decode(values: dict[str, str]) -> tuple[str, Allocations]:
             allocations.macs[int(nic)] = mac
     except ValueError as exc:
         raise VMError(f"the domain's virtlib metadata is damaged: {exc}") from None
-    return values["instance"], allocations
+    partition = Partition.parse(values["partition"]) if values.get("partition") else WHOLE
+    return values["instance"], allocations, partition

@@ -46,7 +46,6 @@ from virtlib.errors import (
     VMMigrateTimeoutError,
     VMStateError,
 )
-from virtlib.ports import PortPool
 
 if TYPE_CHECKING:
     from virtlib.backends.libvirt.domain import LibvirtVM
@@ -392,7 +391,7 @@ def _record_final_stats(result: MigrationResult, dest_dom: Any) -> None:
 
 
 def _reserve_destination_ports(vm: LibvirtVM) -> dict[tuple[int, int], int]:
-    pool = PortPool()
+    pool = vm.port_pool()
     suffix = f"m{time.monotonic_ns() % 10**9}"
     return {
         key: pool.reserve(vm.instance, f"nic{key[0]}/{key[1]}/{suffix}")
@@ -405,7 +404,7 @@ def _free_ports(
 ) -> None:
     """Drop the reservations of ``ports`` (except those also in ``keep``)."""
     kept = set((keep or {}).values())
-    with PortPool().table.locked() as rows:
+    with vm.port_pool().table.locked() as rows:
         for key in [
             k
             for k, v in rows.items()
@@ -428,5 +427,5 @@ def _destination_xml(vm: LibvirtVM, dom: Any, ports: dict[tuple[int, int], int])
                 value = value.replace(f":{old}-:{guest}", f":{ports[(nic, guest)]}-:{guest}")
         arg.set("value", value)
     moved = Allocations(macs=dict(vm.allocations.macs), ports=dict(ports))
-    domxml.replace_metadata(root, metadata.encode(vm.instance, moved))
+    domxml.replace_metadata(root, metadata.encode(vm.instance, moved, vm.partition))
     return domxml.to_string(root)

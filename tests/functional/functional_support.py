@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
 
 import virtlib
+from virtlib.pytest_plugin import VMFactory
 
-VMFactory = Callable[..., virtlib.BaseVM]
+__all__ = ["VMFactory", "domain_names", "qemu_pid"]
 
 
 def domain_names(uri: str) -> set[str]:

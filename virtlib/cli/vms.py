@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import libvirt
+
 from virtlib.backends.libvirt import domxml
 from virtlib.backends.libvirt.domain import STATE_NAMES, LibvirtVM
 from virtlib.backends.libvirt.host import Host
@@ -128,10 +130,15 @@ def cmd_list(args: argparse.Namespace) -> int:
             rows.append({"name": "-", "uri": uri, "state": f"unreachable: {exc}", "ssh": ""})
             continue
         for dom in domains:
-            meta = domxml.read_metadata(domxml.parse(dom.XMLDesc(0)))
+            try:
+                meta = domxml.read_metadata(domxml.parse(dom.XMLDesc(0)))
+                state = STATE_NAMES.get(dom.state()[0], "?")
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    continue  # gone since it was listed (another process destroyed it)
+                raise
             if not meta.get("instance"):
                 continue
-            state = STATE_NAMES.get(dom.state()[0], "?")
             ssh = next(
                 (
                     f"127.0.0.1:{p.split('=')[1]}"

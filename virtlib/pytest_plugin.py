@@ -1,0 +1,352 @@
+"""pytest plugin (entry point ``pytest11``): libvirt hosts, bundled-guest VMs, and cleanup.
+
+Options: ``--virtlib-uri URI`` (repeatable; default ``qemu:///system``),
+``--virtlib-spread worker|round-robin``, ``--virtlib-params FILE`` and
+``--virtlib-require``.  Fixtures: ``libvirt_host``, ``virtlib_params``,
+``vm_factory``, ``vm`` and ``second_host``.  The marker ``virtlib`` skips a
+test (with the reason) when its hypervisor does not answer; tests using the
+fixtures get it automatically.  With ``--virtlib-require`` those skips are
+errors.
+
+Several hosts: each URI is a libvirt host reached through libvirt's own remote
+protocol (``qemu+ssh://host/system``, ``qemu+tcp://...``).  ``worker`` spread
+puts every VM of xdist worker ``gwN`` on ``uris[N % len(uris)]``;
+``round-robin`` sends each new VM to the next URI.
+
+Under pytest-xdist each worker takes its own partition of the MAC and port
+pools (:mod:`virtlib.reservations`): no lock is shared between workers.  At the
+end of each process's session every domain its ``vm_factory`` made must be gone
+from every host; one that is not is destroyed and reported as an error.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NoReturn, Protocol
+
+import pytest
+
+from virtlib import reservations
+from virtlib.params import Params
+from virtlib.textutil import random_string
+
+if TYPE_CHECKING:
+    from virtlib.contract import BaseVM
+    from virtlib.secondhost import SecondHost
+
+DEFAULT_URI = "qemu:///system"
+SPREADS = ("worker", "round-robin")
+LOGIN_TIMEOUT = 120.0
+FIXTURES_NEEDING_A_HOST = frozenset({"vm", "vm_factory", "libvirt_host"})
+
+
+class VMFactory(Protocol):
+    """``make(name="", start=True, **params) -> BaseVM``: the ``vm_factory`` fixture."""
+
+    def __call__(self, name: str = "", start: bool = True, **params: str) -> BaseVM: ...
+
+
+@dataclass(frozen=True)
+class Worker:
+    """This process: xdist worker ``gw<index>`` of ``count``, or ``main`` without xdist."""
+
+    id: str = "main"
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def of(cls, config: pytest.Config) -> Worker:
+        workerinput = getattr(config, "workerinput", None)
+        if not workerinput:
+            return cls()
+        worker_id = str(workerinput["workerid"])
+        digits = worker_id.removeprefix("gw")
+        index = int(digits) if digits.isdigit() else 0
+        return cls(worker_id, index, max(int(workerinput.get("workercount", 1)), index + 1))
+
+
+@dataclass
+class Plan:
+    """The plugin's state in one pytest process: hosts, choices, and every VM made."""
+
+    uris: list[str]
+    spread: str
+    worker: Worker
+    require: bool
+    params: Params
+    made: list[BaseVM] = field(default_factory=list)
+    _turn: int = 0
+    _problems: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def home(self) -> str:
+        """The URI of this worker (``uris[index % len]``)."""
+        return self.uris[self.worker.index % len(self.uris)]
+
+    def uris_in_use(self) -> list[str]:
+        return list(self.uris) if self.spread == "round-robin" else [self.home]
+
+    def next_uri(self) -> str:
+        """Where the next VM goes: this worker's host, or the next one in turn."""
+        if self.spread == "worker":
+            return self.home
+        uri = self.uris[(self.worker.index + self._turn) % len(self.uris)]
+        self._turn += 1
+        return uri
+
+    def vm_name(self, name: str) -> str:
+        return f"vt-{self.worker.id}-{name or 'vm'}-{random_string(6)}"
+
+    def problem(self, uri: str) -> str | None:
+        """Why ``uri`` is not usable (None when its libvirtd answers); asked once per URI."""
+        if uri not in self._problems:
+            self._problems[uri] = probe(uri)
+        return self._problems[uri]
+
+    def unavailable(self, reason: str) -> NoReturn:
+        """Skip the test with ``reason``; fail it with --virtlib-require."""
+        if self.require:
+            pytest.fail(f"{reason} (--virtlib-require)", pytrace=False)
+        pytest.skip(reason)
+
+    def require_hosts(self, uris: list[str]) -> None:
+        for uri in uris:
+            reason = self.problem(uri)
+            if reason:
+                self.unavailable(reason)
+
+    def leftovers(self) -> list[str]:
+        """Domains made here that a host still has; each is destroyed (and named)."""
+        if not self.made:
+            return []
+        names = {vm.name for vm in self.made}
+        uuids = {vm.uuid for vm in self.made if vm.uuid}
+        hosts = {uri for uri in self.uris if uri in self._problems and not self._problems[uri]}
+        hosts |= {str(getattr(vm, "uri", vm.spec.connect_uri)) for vm in self.made}
+        left: list[str] = []
+        for uri in sorted(hosts):
+            left += remove_domains(uri, names, uuids)
+        return left
+
+
+def probe(uri: str) -> str | None:
+    """None if libvirtd at ``uri`` answers, else why not."""
+    try:
+        import libvirt
+
+        from virtlib.backends.libvirt.host import ensure_event_loop
+    except ImportError as exc:
+        return f"libvirt-python cannot be imported: {exc}"
+    ensure_event_loop()  # before the first connection, and it silences libvirt's stderr
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        return f"libvirtd at {uri} does not answer: {exc}"
+    conn.close()
+    return None
+
+
+def remove_domains(uri: str, names: set[str], uuids: set[str]) -> list[str]:
+    """Destroy and undefine the domains at ``uri`` with one of ``names`` or ``uuids``."""
+    import libvirt
+
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError:
+        return []  # a host that went away (a stopped second host) keeps no domains
+    removed = []
+    try:
+        for dom in conn.listAllDomains():
+            if dom.name() not in names and dom.UUIDString() not in uuids:
+                continue
+            removed.append(f"{dom.name()} on {uri}")
+            try:
+                persistent = dom.isPersistent()  # ask first: a transient domain ends with destroy
+                if dom.isActive():
+                    dom.destroy()
+                if persistent:
+                    dom.undefine()
+            except libvirt.libvirtError as exc:
+                removed[-1] += f" (and it could not be removed: {exc})"
+    finally:
+        conn.close()
+    return removed
+
+
+# --- hooks ----------------------------------------------------------------------------------
+PLAN = pytest.StashKey[Plan]()
+SAVED_PARTITION = pytest.StashKey[str | None]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("virtlib", "virtlib: VMs through libvirt")
+    group.addoption(
+        "--virtlib-uri",
+        action="append",
+        default=[],
+        metavar="URI",
+        help=f"a libvirt host to run VMs on; repeat for several (default {DEFAULT_URI})",
+    )
+    group.addoption(
+        "--virtlib-spread",
+        choices=SPREADS,
+        default="worker",
+        help="worker: xdist worker N uses URI N % count; round-robin: each VM the next URI",
+    )
+    group.addoption(
+        "--virtlib-params", metavar="FILE", help="a params file applied to every VM made"
+    )
+    group.addoption(
+        "--virtlib-require",
+        action="store_true",
+        help="fail, instead of skipping, tests whose hypervisor is not usable",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "virtlib: needs a libvirt hypervisor; skipped with the reason when none answers "
+        "(an error with --virtlib-require)",
+    )
+    params_file = config.getoption("virtlib_params")
+    try:
+        params = Params.from_file(params_file) if params_file else Params()
+    except Exception as exc:
+        raise pytest.UsageError(f"--virtlib-params: {exc}") from None
+    worker = Worker.of(config)
+    config.stash[PLAN] = Plan(
+        uris=list(config.getoption("virtlib_uri")) or [DEFAULT_URI],
+        spread=config.getoption("virtlib_spread"),
+        worker=worker,
+        require=bool(config.getoption("virtlib_require")),
+        params=params,
+    )
+    if worker.count > 1:
+        # This worker's own MAC/port tables and ranges; exported for its child processes.
+        config.stash[SAVED_PARTITION] = os.environ.get(reservations.ENV_PARTITION)
+        reservations.set_partition(worker.index, worker.count)
+        os.environ[reservations.ENV_PARTITION] = f"{worker.index}/{worker.count}"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if SAVED_PARTITION in config.stash:
+        reservations.clear_partition()
+        saved = config.stash[SAVED_PARTITION]
+        if saved is None:
+            os.environ.pop(reservations.ENV_PARTITION, None)
+        else:
+            os.environ[reservations.ENV_PARTITION] = saved
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests that use the fixtures; skip marked tests when their hypervisor is unusable
+    (a skip mark reports the test's own location; with --virtlib-require setup fails them)."""
+    plan = config.stash[PLAN]
+    for item in items:
+        if FIXTURES_NEEDING_A_HOST & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.virtlib)
+        if item.get_closest_marker("virtlib") is None or plan.require:
+            continue
+        reason = next(filter(None, map(plan.problem, plan.uris_in_use())), None)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    plan = item.config.stash[PLAN]
+    if plan.require and item.get_closest_marker("virtlib") is not None:
+        plan.require_hosts(plan.uris_in_use())
+
+
+# --- fixtures -------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def libvirt_host(pytestconfig: pytest.Config) -> str:
+    """The libvirt URI this worker uses (skips with the reason when it does not answer)."""
+    plan = pytestconfig.stash[PLAN]
+    plan.require_hosts(plan.uris_in_use())
+    return plan.home
+
+
+@pytest.fixture(scope="session")
+def virtlib_params(pytestconfig: pytest.Config) -> Params:
+    """Params every VM of ``vm_factory`` starts from (``--virtlib-params``; override to add)."""
+    return pytestconfig.stash[PLAN].params.copy()
+
+
+@pytest.fixture
+def vm_factory(pytestconfig: pytest.Config, virtlib_params: Params) -> Iterator[VMFactory]:
+    """``make(name="", start=True, **params)``: a VM with a unique name on the next host.
+
+    Every VM made is destroyed after the test, whatever happened; a destroy that fails
+    is reported as an error of the test's teardown (the test's own result stays).
+    """
+    import virtlib
+
+    plan = pytestconfig.stash[PLAN]
+    made: list[BaseVM] = []
+
+    def make(name: str = "", start: bool = True, **params: str) -> BaseVM:
+        uri = params.pop("connect_uri", "") or plan.next_uri()
+        plan.require_hosts([uri])
+        vm_params = virtlib_params.copy()
+        vm_params["connect_uri"] = uri
+        vm_params.update(params)
+        vm = virtlib.new_vm(plan.vm_name(name), vm_params)
+        made.append(vm)
+        plan.made.append(vm)
+        if start:
+            vm.create()
+        return vm
+
+    yield make
+    failures = []
+    for vm in reversed(made):
+        try:
+            vm.destroy(gracefully=False)
+        except Exception as exc:
+            failures.append(f"{vm.name}: {type(exc).__name__}: {exc}")
+    if failures:
+        pytest.fail("vm_factory could not destroy: " + "; ".join(failures), pytrace=False)
+
+
+@pytest.fixture
+def vm(vm_factory: VMFactory) -> BaseVM:
+    """A running bundled guest, logged in on its serial console (``vm.serial_console``)."""
+    machine = vm_factory()
+    machine.wait_for_serial_login(timeout=LOGIN_TIMEOUT)
+    return machine
+
+
+@pytest.fixture(scope="session")
+def second_host(pytestconfig: pytest.Config) -> Iterator[SecondHost]:
+    """A second libvirtd on this machine (virtlib.secondhost), stopped at the session's end."""
+    plan = pytestconfig.stash[PLAN]
+    if os.geteuid() != 0:
+        plan.unavailable("a second libvirt host needs root (mount namespaces)")
+    if shutil.which("unshare") is None:
+        plan.unavailable("a second libvirt host needs unshare(1) (util-linux)")
+    from virtlib.secondhost import SecondHost
+
+    host = SecondHost.start()
+    try:
+        yield host
+    finally:
+        host.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _virtlib_no_domains_left(pytestconfig: pytest.Config) -> Iterator[None]:
+    """At the session's end no domain made by ``vm_factory`` may remain on any host."""
+    yield
+    left = pytestconfig.stash[PLAN].leftovers()
+    if left:
+        pytest.fail(
+            "domains made by this session were still defined at its end (now destroyed): "
+            + ", ".join(left),
+            pytrace=False,
+        )
