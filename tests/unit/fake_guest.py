@@ -222,9 +222,13 @@ class FakeGuest:
             return "", int(match.group(1))
         if cmd == "echo" or cmd.startswith("echo "):
             text = cmd[5:].replace("$?", str(self.status)).strip("'\"")
+            text = ARITH_RE.sub(lambda m: str(int(m.group(1)) + int(m.group(2))), text)
             return f"{text}\r\n", 0
         name = cmd.split(maxsplit=1)[0]
         return f"-sh: {name}: not found\r\n", 127
+
+
+ARITH_RE = re.compile(r"\$\(\((\d+)\+(\d+)\)\)")  # $((a+b)), as virtlib's sync sends
 
 
 # --- attaching a guest to a transport -------------------------------------------------

@@ -13,7 +13,7 @@ import pexpect
 
 from virtlib.errors import LoginBadClientError, LoginError
 from virtlib.sessions import ssh
-from virtlib.sessions.login import console_login, handle_prompts
+from virtlib.sessions.login import console_login, handle_prompts, sync_after_login
 from virtlib.sessions.shell import ShellSession
 from virtlib.sessions.transport import ChannelSpawn
 
@@ -81,6 +81,7 @@ def remote_login(
         session.own(spawn.logfile_read)
     try:
         handle_prompts(session, username, password, prompt, timeout)
+        sync_after_login(session, timeout)
     except BaseException:
         session.close()
         raise

@@ -89,4 +89,15 @@ def console_login(
     except OSError as exc:
         raise LoginError(f"cannot write to the console: {exc}") from None
     handle_prompts(session, username, password, prompt, timeout)
+    sync_after_login(session, timeout)
     return session
+
+
+def sync_after_login(session: ShellSession, timeout: float) -> None:
+    """After the login, read away any further prompt (see ShellSession.sync)."""
+    try:
+        session.sync(timeout)
+    except ShellTimeoutError as exc:
+        raise LoginTimeoutError(exc.output, timeout) from None
+    except ShellProcessTerminatedError as exc:
+        raise LoginProcessTerminatedError(exc.status, exc.output) from None

@@ -8,6 +8,7 @@ exit status with ``status_test_command``.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
@@ -246,6 +247,32 @@ class ShellSession:
         except (ShellTimeoutError, ShellProcessTerminatedError, OSError):
             return False
         return True
+
+    def sync(self, timeout: float = 10.0) -> None:
+        """Get in step with the shell: everything it printed so far is read and dropped.
+
+        A prompt printed twice (an extra newline during login, a banner) would
+        otherwise end the *next* command early and shift every output by one.
+        The marker's output ("..._2_...") differs from its echo ("..._$((1+1))_..."),
+        so only the shell's answer matches.
+        """
+        token = secrets.token_hex(4)
+        marker = f"virtlib-sync-2-{token}"
+        prompt = re.compile(self.prompt)
+
+        def found(text: str) -> tuple[int, str] | None:
+            lines = text.split("\n")
+            if marker not in (line.strip() for line in lines):
+                return None
+            after = text.split(marker, 1)[1]
+            return (0, text) if prompt.search(last_nonempty_line(after) or "\x00") else None
+
+        try:
+            self.read_nonblocking(0.0)
+            self.sendline(f"echo virtlib-sync-$((1+1))-{token}")
+            self._read_until(found, timeout, None, "sync with the shell")
+        except OSError as exc:
+            raise ShellProcessTerminatedError("sync", None, str(exc)) from None
 
     # --- commands ----------------------------------------------------------------------
     def cmd_output(
