@@ -102,6 +102,7 @@ class LibvirtVM(BaseVM):
         self.xml = ""
         self.allocations = designer.Allocations()
         self._guest: GuestImage | None = None
+        self._dom_cache: tuple[tuple[str, int, str], Any] | None = None
         self._buffer: ConsoleBuffer | None = None
         self._console: DomainConsole | None = None
         self._reconnect_listener = self._on_reconnect
@@ -160,8 +161,17 @@ class LibvirtVM(BaseVM):
         return Host.get(self.uri)
 
     def _dom(self) -> Any:
-        """The live virDomain (looked up on every use: survives reconnects)."""
-        return self.host.lookup(self.uuid or self.name)
+        """The virDomain, looked up once per connection (a reconnect or a new domain -- create,
+        restore, migration -- looks it up again).  Calls on a domain that is gone raise
+        VIR_ERR_NO_DOMAIN, which every caller handles."""
+        host = self.host
+        key = (host.uri, host.generation, self.uuid or self.name)
+        if self._dom_cache is None or self._dom_cache[0] != key:
+            self._dom_cache = (key, host.lookup(self.uuid or self.name))
+        return self._dom_cache[1]
+
+    def _forget_dom(self) -> None:
+        self._dom_cache = None
 
     def _state(self) -> tuple[int, int] | None:
         """(state, reason), or None when there is no such domain."""
@@ -308,6 +318,7 @@ class LibvirtVM(BaseVM):
         """Start paused, attach the console, run: the log has the guest's first byte."""
         dom = self._create_paused(xml)
         self.uuid = dom.UUIDString()
+        self._forget_dom()
         try:
             self._attach_console(dom)
             with translated(
@@ -481,6 +492,7 @@ class LibvirtVM(BaseVM):
             self.serial_console = None
 
     def _stop(self, gracefully: bool) -> None:
+        self._forget_dom()
         try:
             dom = self._dom()
         except VMNotFoundError:
@@ -613,6 +625,7 @@ class LibvirtVM(BaseVM):
             conn.restoreFlags(str(path), None, libvirt.VIR_DOMAIN_SAVE_PAUSED)
             dom = conn.lookupByUUIDString(self.uuid) if self.uuid else conn.lookupByName(self.name)
         self.uuid = dom.UUIDString()
+        self._forget_dom()
         self._attach_console(dom)
         with translated("resume", self.uri, self.name):
             dom.resume()

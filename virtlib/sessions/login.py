@@ -62,6 +62,9 @@ def handle_prompts(
         elif index == 1:
             if sent_password:
                 raise LoginAuthenticationError("Got password prompt twice", output)
+            # login prints the prompt, *then* flushes input and turns echo off: answering at
+            # once can echo the password (into the serial log) or lose it.  Wait for quiet.
+            output += session.read_nonblocking(internal_timeout=0.1, timeout=1.0)
             session.sendline(password)
             sent_password += 1
         elif index == 2:
