@@ -15,8 +15,9 @@ _ESCAPE_RE = re.compile(r"\\(x[0-9A-Fa-f]{2}|.)", re.DOTALL)
 def unescape(text: str) -> str:
     r"""Turn ``\n``, ``\r``, ``\t``, ``\\`` and ``\xHH`` into their characters.
 
-    It replaces the seed's ``eval("'%s'" % shell_linesep)``: the same result for
-    the values configs use, and no code runs.  An unknown escape is an error.
+    It replaces the seed, which evaluated ``shell_linesep`` as Python source: the
+    same result for the values configs use, and no code runs.  An unknown escape is
+    an error.
     """
 
     def replace(match: re.Match[str]) -> str:
