@@ -64,7 +64,7 @@ def handle_prompts(
                 raise LoginAuthenticationError("Got password prompt twice", output)
             # login prints the prompt, *then* flushes input and turns echo off: answering at
             # once can echo the password (into the serial log) or lose it.  Wait for quiet.
-            output += session.read_nonblocking(internal_timeout=0.1, timeout=1.0)
+            output += session.read_nonblocking(internal_timeout=0.05, timeout=1.0)
             session.sendline(password)
             sent_password += 1
         elif index == 2:
