@@ -36,10 +36,6 @@ class DomainConsole:
         self._lock = threading.Lock()
         self._attached = threading.Condition(self._lock)
 
-    @property
-    def attached(self) -> bool:
-        return self._stream is not None
-
     def attach(self, conn: libvirt.virConnect, dom: libvirt.virDomain) -> None:
         """Open the console (taking it over from any other client) and start reading."""
         self.detach()
