@@ -223,16 +223,22 @@ def test_libvirt_xml_error_becomes_vmcreateerror(
     assert not vm.is_alive()
 
 
-def test_failure_after_start_destroys_the_domain(
-    conn: libvirt.virConnect,
-    monkeypatch: pytest.MonkeyPatch,
-    make_params: Callable[..., Params],
-    vms: list[LibvirtVM],
-) -> None:
+@pytest.fixture
+def console_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attaching the console fails after the domain has started."""
+
     def attach(self: DomainConsole, conn: Any, dom: Any) -> None:
         raise RemoteError("console taken")
 
     monkeypatch.setattr(DomainConsole, "attach", attach)
+
+
+def test_failure_after_start_destroys_the_domain(
+    conn: libvirt.virConnect,
+    console_taken: None,
+    make_params: Callable[..., Params],
+    vms: list[LibvirtVM],
+) -> None:
     vm = LibvirtVM("td-late-failure", make_params(nics="nic1"), ".")
     vms.append(vm)
     with pytest.raises(RemoteError, match="console taken"):
@@ -244,14 +250,10 @@ def test_failure_after_start_destroys_the_domain(
 
 def test_failed_create_leaves_no_reconnect_listener(
     conn: libvirt.virConnect,
-    monkeypatch: pytest.MonkeyPatch,
+    console_taken: None,
     make_params: Callable[..., Params],
     vms: list[LibvirtVM],
 ) -> None:
-    def attach(self: DomainConsole, conn: Any, dom: Any) -> None:
-        raise RemoteError("console taken")
-
-    monkeypatch.setattr(DomainConsole, "attach", attach)
     vm = LibvirtVM("td-listener", make_params(), ".")
     with pytest.raises(RemoteError):
         vm.create()
