@@ -10,54 +10,23 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from virtlib.errors import ImageError, VMImageMissingError, VMParamsError
-
-SIZE_RE = re.compile(r"^[0-9]+(\.[0-9]+)?[bBkKmMgGtTpPeE]?$")
-FORMAT_RE = re.compile(r"^[a-z0-9]+$")
-
-# qemu-img check's exit statuses (see qemu-img(1)).
-CHECK_OK = 0
-CHECK_INCOMPLETE = 1
-CHECK_CORRUPT = 2
-CHECK_LEAKS = 3
-CHECK_UNSUPPORTED = 63
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """What ``qemu-img check`` found; ``status`` is its exit status."""
-
-    filename: str
-    status: int
-    corruptions: int
-    leaks: int
-    report: dict[str, Any]
-    output: str
-
-    @property
-    def ok(self) -> bool:
-        return self.status == CHECK_OK
-
-
-def check_size(size: str) -> str:
-    """A size qemu-img understands (``10G``, ``512M``, ``1048576``) or VMParamsError."""
-    if not SIZE_RE.match(str(size).strip()):
-        raise VMParamsError(f"invalid image size {size!r} (expected e.g. 10G, 512M, 1048576)")
-    return str(size).strip()
-
-
-def check_format(fmt: str) -> str:
-    if not FORMAT_RE.match(fmt):
-        raise VMParamsError(f"invalid image format {fmt!r}")
-    return fmt
+from virtlib.image_types import (
+    CHECK_CORRUPT,
+    CHECK_INCOMPLETE,
+    CHECK_LEAKS,
+    CHECK_OK,
+    CHECK_UNSUPPORTED,
+    CheckResult,
+    check_format,
+    check_size,
+)
 
 
 class QemuImg:

@@ -84,14 +84,14 @@ def run(ctx: Context) -> BenchResult:
 
 
 def _where_dom() -> str:
-    """``backends/libvirt/domain.py:162 LibvirtVM._dom()``, from the installed source."""
+    """``backends/libvirt/domain.py:NNN LibvirtVM.guest()``, from the installed source."""
     from virtlib.backends.libvirt.domain import LibvirtVM
 
-    path = Path(inspect.getsourcefile(LibvirtVM._dom) or "?")
-    line = inspect.getsourcelines(LibvirtVM._dom)[1]
+    path = Path(inspect.getsourcefile(LibvirtVM.guest) or "?")
+    line = inspect.getsourcelines(LibvirtVM.guest)[1]
     with contextlib.suppress(ValueError):
         path = path.relative_to(Path(__file__).resolve().parent.parent)
-    return f"{path}:{line} LibvirtVM._dom()"
+    return f"{path}:{line} LibvirtVM.guest()"
 
 
 def _measure(ctx: Context, call: Call, rounds: int, fast: int, slow: int) -> list[Row]:

@@ -16,6 +16,7 @@ from bench.stats import summarize
 from virtlib.accel import AccelChoice
 from virtlib.backends.libvirt import designer, domxml
 from virtlib.spec import VMSpec
+from virtlib.state import Allocations
 
 BATCH = 50
 
@@ -42,7 +43,7 @@ def run(ctx: Context) -> BenchResult:
     params = virtlib.Params(vm_type="libvirt", connect_uri=ctx.uri, mem=str(MEM_MIB))
     params["smp"] = str(VCPUS)
     facts = designer.HostFacts(driver="qemu", accel=AccelChoice("tcg", "benchmark"))
-    allocations = designer.Allocations(macs={0: "52:54:00:12:34:56"}, ports={(0, 22): 22222})
+    allocations = Allocations.of({0: "52:54:00:12:34:56"}, {(0, 22): 22222})
     boot = designer.BootMedia(guest.kernel, guest.initrd, guest.kernel_args)
     metadata = {"instance": "bench", "forwards": "0:22=22222"}
 

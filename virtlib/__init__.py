@@ -13,6 +13,7 @@ from __future__ import annotations
 from virtlib.contract import BaseVM
 from virtlib.errors import (
     HypervisorConnectionError,
+    HypervisorError,
     ImageError,
     LoginAuthenticationError,
     LoginBadClientError,
@@ -57,6 +58,7 @@ from virtlib.errors import (
     VMRebootError,
     VMStateError,
     VMStatusError,
+    VMTimeoutError,
 )
 from virtlib.images import (
     ImageCheckWarning,
@@ -79,6 +81,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BaseVM",
     "HypervisorConnectionError",
+    "HypervisorError",
     "ImageCheckWarning",
     "ImageError",
     "LoginAuthenticationError",
@@ -127,6 +130,7 @@ __all__ = [
     "VMSpec",
     "VMStateError",
     "VMStatusError",
+    "VMTimeoutError",
     "backend_class",
     "check_image",
     "convert_image",

@@ -17,6 +17,7 @@ import abc
 import logging
 import re
 import time
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -30,12 +31,15 @@ from virtlib.errors import (
     VMMACAddressMissingError,
     VMNotSupportedError,
 )
+from virtlib.inventory import HostCheck, ManagedVM
 from virtlib.keys import char_to_keystr
 from virtlib.macpool import MacPool
+from virtlib.migration import MigrationProgress, MigrationResult
 from virtlib.params import Params
 from virtlib.ports import PortPool
 from virtlib.reservations import Partition, current_partition
 from virtlib.spec import VMSpec
+from virtlib.state import VMState
 from virtlib.textutil import random_string
 from virtlib.waiting import retry
 from virtlib.workdir import make_vm_dir
@@ -69,15 +73,41 @@ class BaseVM(abc.ABC):
         self.spec = VMSpec.from_params(name, self.params, self.root_dir)
         #: A ShellSession on the serial console once the VM runs (see serial_login()).
         self.serial_console: ShellSession | None = None
-        self.uuid: str | None = None
+        #: Who the running VM is and what it holds (None until created or adopted).  The
+        #: backend replaces it whole; ``instance``, ``uuid``, ``uri`` and ``partition`` read it.
+        self.state: VMState | None = None
         self._workdir: Path | None = None
-        #: Whose reservation tables hold this VM's MACs and ports (see virtlib.reservations).
-        self.partition: Partition = current_partition()
+        self._partition: Partition = current_partition()
         self._generate_unique_id()
 
     def _generate_unique_id(self) -> None:
         """A unique id for this VM object: a timestamp and random characters."""
         self.instance = time.strftime("%Y%m%d-%H%M%S-") + random_string(8)
+
+    # --- identity: from the state once the VM exists -----------------------------------
+    @property
+    def instance(self) -> str:
+        """The VM's unique id (its reservations and files are named after it)."""
+        return self.state.instance if self.state is not None else self._instance
+
+    @instance.setter
+    def instance(self, value: str) -> None:
+        self._instance = value
+
+    @property
+    def uuid(self) -> str | None:
+        """The UUID the running VM has (None before create)."""
+        return self.state.uuid if self.state is not None else None
+
+    @property
+    def uri(self) -> str:
+        """Where the VM runs (its state), else where it would be created (``connect_uri``)."""
+        return self.state.uri if self.state is not None else self.spec.connect_uri
+
+    @property
+    def partition(self) -> Partition:
+        """Whose reservation tables hold this VM's MACs and ports (see virtlib.reservations)."""
+        return self.state.partition if self.state is not None else self._partition
 
     def mac_pool(self) -> MacPool:
         """The MAC pool (of this VM's partition)."""
@@ -124,6 +154,8 @@ class BaseVM(abc.ABC):
         """
         nic = self.spec.nic(nic_index)
         mac = nic.mac if nic else ""
+        if nic and not mac and self.state is not None:
+            mac = self.state.allocations.mac(nic_index) or ""
         if nic and not mac:
             mac = self.mac_pool().lookup(self.instance, nic_index) or ""
         if not mac:
@@ -162,7 +194,7 @@ class BaseVM(abc.ABC):
             prompt=login.shell_prompt,
             linesep=login.linesep,
             timeout=timeout,
-            known_hosts=self._known_hosts_file(),
+            known_hosts=self.known_hosts_file(),
             host_key_policy=login.host_key_policy,
             log_file=self.workdir / f"session-{self.name}-{random_string(4)}.log",
         )
@@ -231,12 +263,12 @@ class BaseVM(abc.ABC):
             port=self.get_port(login.file_transfer_port, nic_index),
             username=login.username,
             password=login.password,
-            known_hosts=self._known_hosts_file(),
+            known_hosts=self.known_hosts_file(),
             host_key_policy=login.host_key_policy,
             timeout=timeout,
         )
 
-    def _known_hosts_file(self) -> Path:
+    def known_hosts_file(self) -> Path:
         """The known_hosts file of this VM: the params' file, else one in the private dir."""
         if self.spec.login.known_hosts_file:
             return Path(self.spec.login.known_hosts_file)
@@ -375,8 +407,11 @@ class BaseVM(abc.ABC):
         save_path: str = "/tmp",  # noqa: S108 - the seed's default
         dest_host: str = "localhost",
         remote_port: int | None = None,
-    ) -> Any:
+        progress: Callable[[MigrationProgress], None] | None = None,
+    ) -> MigrationResult:
         """Migrate the VM; afterwards this object refers to the VM at its destination.
+
+        ``progress`` (virtlib's addition) is called with each look at the running job.
 
         :raises VMMigrateTimeoutError, VMMigrateCancelError, VMMigrateFailedError,
             VMMigrateProtoUnsupportedError, VMMigrateStateMismatchError
@@ -423,6 +458,59 @@ class BaseVM(abc.ABC):
     def is_paused(self) -> bool:
         """True if the VM is paused."""
         raise VMNotSupportedError("is_paused", self.BACKEND)
+
+    # --- Operations for tools (the CLI, the pytest plugin): optional, backend-neutral ---------
+    @classmethod
+    def adopt(
+        cls,
+        name: str,
+        params: dict[str, str],
+        root_dir: str | Path = ".",
+        attach_console: bool = False,
+    ) -> BaseVM:
+        """A VM object for a VM this backend started earlier, in another process.
+
+        ``params`` add what the hypervisor does not keep (secrets such as the
+        password) and say where to look (``connect_uri``).  The console is attached
+        only when asked (attaching may take it over from another client).
+
+        :raises VMNotFoundError: no such VM.
+        :raises VMError: the VM was not made by virtlib.
+        """
+        raise VMNotSupportedError("adopt", cls.BACKEND)
+
+    def release(self) -> None:
+        """Forget the VM in this process (console, private files); it keeps running."""
+        raise VMNotSupportedError("release", self.BACKEND)
+
+    def info(self) -> dict[str, Any]:
+        """What the VM is and holds: name, uri, uuid, state, vcpus, memory_mib, accel,
+        macs, forwards, instance."""
+        raise VMNotSupportedError("info", self.BACKEND)
+
+    @classmethod
+    def probe(cls, uri: str) -> str | None:
+        """None when the hypervisor at ``uri`` answers, else why it does not."""
+        raise VMNotSupportedError("probe", cls.BACKEND)
+
+    @classmethod
+    def managed_vms(cls, uri: str) -> list[ManagedVM]:
+        """The VMs virtlib manages on ``uri`` (made by any process).
+
+        :raises HypervisorConnectionError: ``uri`` does not answer.
+        """
+        raise VMNotSupportedError("managed_vms", cls.BACKEND)
+
+    @classmethod
+    def remove_vms(cls, uri: str, names: Collection[str], uuids: Collection[str]) -> list[str]:
+        """Stop and remove the VMs on ``uri`` with one of ``names`` or ``uuids`` (leftovers of a
+        crashed run); returns a line for each VM found.  A host that does not answer has none."""
+        raise VMNotSupportedError("remove_vms", cls.BACKEND)
+
+    @classmethod
+    def host_checks(cls, uri: str) -> list[HostCheck]:
+        """What this backend needs from the host at ``uri``, checked (``virtlib host check``)."""
+        raise VMNotSupportedError("host_checks", cls.BACKEND)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} instance={self.instance}>"

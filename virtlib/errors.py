@@ -266,6 +266,29 @@ class HypervisorConnectionError(VMError):
         return f"cannot talk to the hypervisor at {self.uri}: {self.message}"
 
 
+class HypervisorError(VMError):
+    """The hypervisor refused or failed an operation on a VM (libvirt's error, translated).
+
+    ``operation`` says what was asked ("save", "pause"), ``name`` the VM, ``code``
+    the hypervisor's own error code and ``detail`` its message.
+    """
+
+    def __init__(self, operation: str, name: str, detail: str, code: int | None = None) -> None:
+        VMError.__init__(self, operation, name, detail, code)
+        self.operation = operation
+        self.name = name
+        self.detail = detail
+        self.code = code
+
+    def __str__(self) -> str:
+        target = f" {self.name!r}" if self.name else ""
+        return f"cannot {self.operation}{target}: {self.detail}"
+
+
+class VMTimeoutError(VMError):
+    """An operation did not finish in time; the message says what was waited for."""
+
+
 class ImageError(VMError):
     """An image operation (qemu-img) failed."""
 

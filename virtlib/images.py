@@ -15,17 +15,18 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from virtlib.backends.qemu_img import (
+from virtlib.errors import VMImageCheckError, VMImageMissingError, VMParamsError
+from virtlib.image_types import (
     CHECK_CORRUPT,
     CHECK_INCOMPLETE,
     CHECK_LEAKS,
     CHECK_UNSUPPORTED,
     CheckResult,
-    QemuImg,
+    ImageTool,
     check_size,
 )
-from virtlib.errors import VMImageCheckError, VMImageMissingError, VMParamsError
 from virtlib.params import Params
+from virtlib.registry import image_tool
 from virtlib.spec import DISK_FORMATS, image_filename, resolve_path
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,11 @@ def _params(params: dict[str, str]) -> Params:
     return params if isinstance(params, Params) else Params(params)
 
 
-def qemu_img(params: dict[str, str], root_dir: str | Path = ".") -> QemuImg:
+def qemu_img(params: dict[str, str], root_dir: str | Path = ".") -> ImageTool:
     """The qemu-img of ``qemu_img_binary``: a bare name is looked up on PATH, a path
     relative to ``root_dir``."""
     binary = _params(params).get("qemu_img_binary", "qemu-img")
-    return QemuImg(str(resolve_path(root_dir, binary)) if os.sep in binary else binary)
+    return image_tool(str(resolve_path(root_dir, binary)) if os.sep in binary else binary)
 
 
 def get_image_filename(params: dict[str, str], root_dir: str | Path) -> str:
@@ -130,7 +131,7 @@ def check_image(params: dict[str, str], root_dir: str | Path) -> CheckResult | N
 
 def image_info(path: str | Path, backing_chain: bool = False) -> Any:
     """``qemu-img info --output=json`` of one image (``--force-share``: works on images in use)."""
-    return QemuImg().info(Path(path), backing_chain=backing_chain, force_share=True)
+    return image_tool().info(Path(path), backing_chain=backing_chain, force_share=True)
 
 
 def convert_image(
@@ -141,19 +142,19 @@ def convert_image(
     compress: bool = False,
 ) -> str:
     """Convert ``src`` into a new image ``dst``."""
-    return str(QemuImg().convert(Path(src), Path(dst), dst_format, src_format, compress))
+    return str(image_tool().convert(Path(src), Path(dst), dst_format, src_format, compress))
 
 
 def resize_image(path: str | Path, size: str, shrink: bool = False) -> None:
     """Resize an image (``10G``, ``+1G``; shrinking needs ``shrink=True``)."""
-    QemuImg().resize(Path(path), size, shrink=shrink)
+    image_tool().resize(Path(path), size, shrink=shrink)
 
 
 def create_overlay(
     backing: str | Path, overlay: str | Path, backing_format: str, fmt: str = "qcow2"
 ) -> str:
     """A new ``fmt`` image whose reads fall through to ``backing`` (format given explicitly)."""
-    path = QemuImg().create(
+    path = image_tool().create(
         Path(overlay), fmt, None, backing_file=Path(backing), backing_format=backing_format
     )
     return str(path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+from collections.abc import Collection
 from pathlib import Path
 
 from virtlib.errors import VMError
@@ -70,6 +71,13 @@ class PortPool:
         with self.table.locked() as rows:
             value = rows.get(f"{instance}/{label}")
         return int(value) if value else None
+
+    def release(self, instance: str, ports: Collection[int]) -> None:
+        """Drop the reservations of ``instance`` for ``ports`` (the rest stay)."""
+        wanted = {str(port) for port in ports}
+        with self.table.locked() as rows:
+            for key in [k for k, v in rows.items() if k.startswith(f"{instance}/") and v in wanted]:
+                rows.pop(key)
 
     def free(self, instance: str) -> list[int]:
         return [int(p) for p in self.table.free(instance)]

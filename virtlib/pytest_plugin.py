@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, NoReturn, Protocol
 import pytest
 
 from virtlib import reservations
+from virtlib.errors import VMError
 from virtlib.params import Params
+from virtlib.registry import DEFAULT_VM_TYPE, backend_class
 from virtlib.textutil import random_string
 
 if TYPE_CHECKING:
@@ -100,10 +102,14 @@ class Plan:
     def vm_name(self, name: str) -> str:
         return f"vt-{self.worker.id}-{name or 'vm'}-{random_string(6)}"
 
+    @property
+    def vm_type(self) -> str:
+        return self.params.get("vm_type", DEFAULT_VM_TYPE)
+
     def problem(self, uri: str) -> str | None:
-        """Why ``uri`` is not usable (None when its libvirtd answers); asked once per URI."""
+        """Why ``uri`` is not usable (None when its hypervisor answers); asked once per URI."""
         if uri not in self._problems:
-            self._problems[uri] = probe(uri)
+            self._problems[uri] = probe(uri, self.vm_type)
         return self._problems[uri]
 
     def unavailable(self, reason: str) -> NoReturn:
@@ -125,55 +131,23 @@ class Plan:
         names = {vm.name for vm in self.made}
         uuids = {vm.uuid for vm in self.made if vm.uuid}
         hosts = {uri for uri in self.uris if uri in self._problems and not self._problems[uri]}
-        hosts |= {str(getattr(vm, "uri", vm.spec.connect_uri)) for vm in self.made}
+        hosts |= {vm.uri for vm in self.made}
         left: list[str] = []
-        for uri in sorted(hosts):
-            left += remove_domains(uri, names, uuids)
+        for backend in {type(vm) for vm in self.made}:
+            for uri in sorted(hosts):
+                left += backend.remove_vms(uri, names, uuids)
         return left
 
 
-def probe(uri: str) -> str | None:
-    """None if libvirtd at ``uri`` answers, else why not."""
+def probe(uri: str, vm_type: str = DEFAULT_VM_TYPE) -> str | None:
+    """None if the hypervisor at ``uri`` answers (through the backend), else why not."""
     try:
-        import libvirt
-
-        from virtlib.backends.libvirt.host import ensure_event_loop
+        cls = backend_class(vm_type)
     except ImportError as exc:
-        return f"libvirt-python cannot be imported: {exc}"
-    ensure_event_loop()  # before the first connection, and it silences libvirt's stderr
-    try:
-        conn = libvirt.open(uri)
-    except libvirt.libvirtError as exc:
-        return f"libvirtd at {uri} does not answer: {exc}"
-    conn.close()
-    return None
-
-
-def remove_domains(uri: str, names: set[str], uuids: set[str]) -> list[str]:
-    """Destroy and undefine the domains at ``uri`` with one of ``names`` or ``uuids``."""
-    import libvirt
-
-    try:
-        conn = libvirt.open(uri)
-    except libvirt.libvirtError:
-        return []  # a host that went away (a stopped second host) keeps no domains
-    removed = []
-    try:
-        for dom in conn.listAllDomains():
-            if dom.name() not in names and dom.UUIDString() not in uuids:
-                continue
-            removed.append(f"{dom.name()} on {uri}")
-            try:
-                persistent = dom.isPersistent()  # ask first: a transient domain ends with destroy
-                if dom.isActive():
-                    dom.destroy()
-                if persistent:
-                    dom.undefine()
-            except libvirt.libvirtError as exc:
-                removed[-1] += f" (and it could not be removed: {exc})"
-    finally:
-        conn.close()
-    return removed
+        return f"the {vm_type} backend cannot be loaded: {exc}"
+    except VMError as exc:
+        return str(exc)
+    return cls.probe(uri)
 
 
 # --- hooks ----------------------------------------------------------------------------------

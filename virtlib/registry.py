@@ -18,6 +18,7 @@ from virtlib.params import Params
 
 if TYPE_CHECKING:
     from virtlib.contract import BaseVM
+    from virtlib.image_types import ImageTool
 
 ENTRY_POINT_GROUP = "virtlib.backends"
 DEFAULT_VM_TYPE = "libvirt"
@@ -25,6 +26,8 @@ DEFAULT_VM_TYPE = "libvirt"
 BUILTIN_BACKENDS: dict[str, str] = {
     "libvirt": "virtlib.backends.libvirt.domain:LibvirtVM",
 }
+#: The image driver behind virtlib.images (qemu-img, run as argv lists).
+IMAGE_DRIVER = "virtlib.backends.qemu_img:QemuImg"
 
 
 def known_backends() -> dict[str, str]:
@@ -56,3 +59,13 @@ def new_vm(name: str, params: dict[str, str], root_dir: str | Path = ".") -> Bas
     """
     params = params if isinstance(params, Params) else Params(params)
     return backend_class(params.get("vm_type", DEFAULT_VM_TYPE))(name, params, root_dir)
+
+
+def image_tool(binary: str = "qemu-img") -> ImageTool:
+    """The image driver (:data:`IMAGE_DRIVER`) for ``binary``.
+
+    :raises VMParamsError: the binary is not found.
+    """
+    module_name, _, attr = IMAGE_DRIVER.partition(":")
+    tool: ImageTool = getattr(importlib.import_module(module_name), attr)(binary)
+    return tool

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from virtlib.accel import AccelChoice
@@ -30,6 +30,7 @@ from virtlib.errors import (
     VMParamsError,
 )
 from virtlib.spec import CdromSpec, DiskSpec, NicSpec, VMSpec
+from virtlib.state import Allocations
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +75,6 @@ class BootMedia:
     kernel: Path
     initrd: Path | None
     cmdline: str
-
-
-@dataclass
-class Allocations:
-    """What the VM reserved: a MAC per NIC, a host port per forwarded guest port."""
-
-    macs: dict[int, str] = field(default_factory=dict)
-    ports: dict[tuple[int, int], int] = field(default_factory=dict)  # (nic, guest port) -> host
 
 
 def hypervisor_family(spec: VMSpec, facts: HostFacts) -> str:
@@ -251,8 +244,9 @@ def _nics(
     nics: tuple[NicSpec, ...], allocations: Allocations, xen: bool
 ) -> tuple[tuple[InterfaceConfig, ...], tuple[UserNetConfig, ...]]:
     interfaces, user_nets = [], []
+    macs, ports = allocations.mac_map, allocations.port_map
     for nic in nics:
-        mac = allocations.macs[nic.index]
+        mac = macs[nic.index]
         if nic.nettype == "user":
             if xen:
                 raise VMParamsError(
@@ -264,9 +258,7 @@ def _nics(
                     f"NIC {nic.name!r}: nic_model {nic.model!r} is not one of "
                     f"{', '.join(USER_NET_MODELS)}"
                 )
-            forwards = tuple(
-                (allocations.ports[(nic.index, port)], port) for port in nic.guest_ports
-            )
+            forwards = tuple((ports[(nic.index, port)], port) for port in nic.guest_ports)
             user_nets.append(
                 UserNetConfig(
                     netdev_id=f"vlnet{nic.index}",

@@ -1,91 +1,66 @@
-"""LibvirtVM: the BaseVM contract on a libvirt domain, through libvirt-python.
+"""LibvirtVM: the BaseVM contract on a libvirt domain, through the Host and Guest wrappers.
 
 Domains are *transient*: ``create()`` starts one from generated XML
 (``virDomainCreateXML``) and ``destroy()`` makes it disappear, so a crashed
 test process can never leave a definition behind.  The domain starts paused,
 the serial console is attached, then the CPUs run: the console log holds the
 guest's output from its first byte.
+
+State: the VM's :class:`~virtlib.state.VMState` (instance, URI, UUID, MACs,
+ports, the params and spec it was designed from) is made whole before the
+domain exists, written into the domain's metadata, and replaced whole by
+create, adopt, restore and migrate.  The domain XML is always *designed* from
+a state (:meth:`LibvirtVM.design`); nothing edits XML strings.
+
+Threads: a per-VM lock serialises console attach/detach, reconnects and
+teardown; libvirt's event-loop thread only records what it reports
+(:meth:`LibvirtVM._on_event`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
-from collections.abc import Callable
+import threading
+import uuid as uuidlib
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import libvirt
-
 from virtlib.accel import AccelChoice
-from virtlib.backends.libvirt import designer, domxml, metadata, migration
-from virtlib.backends.libvirt.console import DomainConsole
-from virtlib.backends.libvirt.errors import message, translated
-from virtlib.backends.libvirt.host import DomainEvent, Host, require_uri
-from virtlib.backends.libvirt.migration import MigrationProgress, MigrationResult
+from virtlib.backends.libvirt import designer, domxml, inventory, metadata, migration
+from virtlib.backends.libvirt.console import SerialConsole, attach_serial
+from virtlib.backends.libvirt.errors import message
+from virtlib.backends.libvirt.events import DomainEvent
+from virtlib.backends.libvirt.facts import host_facts, running_accel
+from virtlib.backends.libvirt.guest import IPV4, Guest, GuestState
+from virtlib.backends.libvirt.host import Host, require_uri
+from virtlib.backends.libvirt.lifecycle import reboot_guest, shutdown_gracefully
 from virtlib.contract import BaseVM
 from virtlib.errors import (
-    LoginError,
     VMCreateError,
     VMDeadError,
     VMError,
     VMIPAddressMissingError,
     VMMACAddressMissingError,
     VMNotFoundError,
-    VMNotSupportedError,
     VMParamsError,
     VMPortNotRedirectedError,
-    VMRebootError,
 )
 from virtlib.images import create_image
+from virtlib.inventory import HostCheck, ManagedVM
 from virtlib.keys import parse_keys
-from virtlib.sessions.buffer import ConsoleBuffer
-from virtlib.sessions.shell import ShellSession
-from virtlib.sessions.transport import BufferSpawn
+from virtlib.migration import MigrationProgress, MigrationResult
+from virtlib.params import Params
 from virtlib.spec import BUNDLED, VMSpec
+from virtlib.state import Allocations, PortKey, VMState
+from virtlib.workdir import remove_tree
 
 if TYPE_CHECKING:
     from virtlib.guest import GuestImage
-from virtlib.waiting import Deadline
-from virtlib.workdir import remove_tree
+    from virtlib.sessions.shell import ShellSession
 
 log = logging.getLogger(__name__)
 
-STATE_NAMES = {
-    libvirt.VIR_DOMAIN_NOSTATE: "no state",
-    libvirt.VIR_DOMAIN_RUNNING: "running",
-    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
-    libvirt.VIR_DOMAIN_PAUSED: "paused",
-    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting down",
-    libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
-    libvirt.VIR_DOMAIN_CRASHED: "crashed",
-    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended by guest power management",
-}
-SHUTOFF_REASONS = {
-    libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN: "unknown",
-    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "the guest shut down",
-    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed",
-    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "the emulator crashed or was killed",
-    libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: "migrated away",
-    libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved to a file",
-    libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed to start",
-}
-ALIVE_STATES = frozenset(
-    {
-        libvirt.VIR_DOMAIN_RUNNING,
-        libvirt.VIR_DOMAIN_BLOCKED,
-        libvirt.VIR_DOMAIN_PAUSED,
-        libvirt.VIR_DOMAIN_SHUTDOWN,
-        libvirt.VIR_DOMAIN_PMSUSPENDED,
-    }
-)
-UNDEFINE_FLAGS = (
-    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-    | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
-    | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
-)
 LINK_LOCAL_PREFIXES = ("fe80:", "169.254.")
 
 
@@ -97,93 +72,88 @@ class LibvirtVM(BaseVM):
 
     def __init__(self, name: str, params: dict[str, str], root_dir: str | Path = ".") -> None:
         super().__init__(name, params, root_dir)
-        self.uri = require_uri(self.spec.connect_uri)
-        self.accel: AccelChoice | None = None
-        self.xml = ""
-        self.allocations = designer.Allocations()
-        self._guest: GuestImage | None = None
-        self._dom_cache: tuple[tuple[str, int, str], Any] | None = None
-        self._buffer: ConsoleBuffer | None = None
-        self._console: DomainConsole | None = None
-        self._reconnect_listener = self._on_reconnect
+        require_uri(self.spec.connect_uri)
+        self._image: GuestImage | None = None  # the bundled guest, when it is the one
+        self._serial: SerialConsole | None = None
+        self._lock = threading.RLock()
+        self._guest_cache: tuple[tuple[str, int, str], Guest] | None = None
+        self._rendered: tuple[VMState, str] | None = None
+        self._listening: Host | None = None
+        #: What libvirt last said about the domain stopping ("crashed", "shutdown", ...).
+        self.stop_reason = ""
 
-    @classmethod
-    def adopt(
-        cls,
-        name: str,
-        params: dict[str, str],
-        root_dir: str | Path = ".",
-        attach_console: bool = False,
-    ) -> LibvirtVM:
-        """A VM object for a domain virtlib started earlier (in another process).
+    # --- identity and the wrappers ---------------------------------------------------------
+    @property
+    def accel(self) -> AccelChoice | None:
+        """The accelerator the VM runs with (None before create)."""
+        if self.state is None:
+            return None
+        return AccelChoice(self.state.accel, "chosen at create time")
 
-        Its instance id, forwarded ports and MACs come from the domain's virtlib
-        metadata; ``params`` should be those it was created with.  The console is
-        attached only when asked (attaching takes it over from any other client).
-
-        :raises VMNotFoundError: no such domain.
-        :raises VMError: the domain was not made by virtlib.
-        """
-        vm = cls(name, params, root_dir)
-        dom = vm.host.lookup(name)
-        vm.xml = str(dom.XMLDesc(0))
-        vm.instance, vm.allocations, vm.partition = metadata.decode(
-            domxml.read_metadata(domxml.parse(vm.xml))
-        )
-        vm.uuid = dom.UUIDString()
-        kind = domxml.parse(vm.xml).get("type", "")
-        vm.accel = AccelChoice("kvm" if kind == "kvm" else "tcg", f"the running domain is {kind}")
-        if vm.spec.guest == BUNDLED:
-            from virtlib.guest import ensure_guest
-
-            vm._guest = ensure_guest()
-            vm._trust_host_keys()
-        if attach_console and dom.isActive():
-            vm._attach_console(dom)
-        vm.host.add_reconnect_listener(vm._reconnect_listener)
-        return vm
-
-    def release(self) -> None:
-        """Forget the VM in this process (console, private files) and leave the domain running.
-
-        The opposite of adopt(); destroy() is the way to stop the VM.
-        """
-        self._detach_console(release=True)
-        self.host.remove_reconnect_listener(self._reconnect_listener)
-        remove_tree(self._workdir)
-        self._workdir = None
-        self._buffer = self._console = None
-        self.serial_console = None
-
-    # --- connection and domain ----------------------------------------------------------
     @property
     def host(self) -> Host:
-        return Host.get(self.uri)
+        return Host.get(require_uri(self.uri))
 
-    def _dom(self) -> Any:
-        """The virDomain, looked up once per connection (a reconnect or a new domain -- create,
-        restore, migration -- looks it up again).  Calls on a domain that is gone raise
-        VIR_ERR_NO_DOMAIN, which every caller handles."""
+    def guest(self) -> Guest:
+        """The domain, looked up once per connection and state (a reconnect, restore or
+        migration looks it up again).  VMNotFoundError when it is gone."""
+        state = self._require_state()
         host = self.host
-        key = (host.uri, host.generation, self.uuid or self.name)
-        if self._dom_cache is None or self._dom_cache[0] != key:
-            self._dom_cache = (key, host.lookup(self.uuid or self.name))
-        return self._dom_cache[1]
+        key = (host.uri, host.generation, state.uuid)
+        if self._guest_cache is None or self._guest_cache[0] != key:
+            self._guest_cache = (key, host.lookup(state.uuid))
+        return self._guest_cache[1]
 
-    def _forget_dom(self) -> None:
-        self._dom_cache = None
+    def _require_state(self) -> VMState:
+        if self.state is None:
+            raise VMDeadError("no domain", f"{self.name!r} was not created")
+        return self.state
 
-    def _state(self) -> tuple[int, int] | None:
-        """(state, reason), or None when there is no such domain."""
-        try:
-            dom = self._dom()
-            with translated("query the state of", self.uri, self.name):
-                state, reason = dom.state()
-        except VMNotFoundError:
-            return None
-        return int(state), int(reason)
+    def _set_state(self, state: VMState | None) -> None:
+        """Replace the state whole (and forget what was derived from the old one)."""
+        self.state = state
+        self._guest_cache = None
+        self._rendered = None
+        if state is not None:
+            self.spec = state.spec
 
-    # --- create ---------------------------------------------------------------------------
+    # --- design -----------------------------------------------------------------------------
+    def design(self, state: VMState, check_resources: bool = True) -> domxml.DomainConfig:
+        """Every value of the domain for ``state`` (the designer's policy, the host's facts)."""
+        host = Host.get(state.uri)
+        facts = host_facts(host, running_accel(state.accel))
+        boot, self._image = self._boot_media(state.spec)
+        return designer.design(
+            state.spec,
+            facts,
+            state.allocations,
+            boot,
+            metadata.encode(state),
+            uuid=state.uuid,
+            check_resources=check_resources,
+        )
+
+    def _render(self, state: VMState) -> str:
+        if self._rendered is None or self._rendered[0] is not state:
+            self._rendered = (state, domxml.render(self.design(state)))
+        return self._rendered[1]
+
+    @property
+    def xml(self) -> str:
+        """The domain XML designed for the VM's state ("" before create)."""
+        return self._render(self.state) if self.state is not None else ""
+
+    def _boot_media(self, spec: VMSpec) -> tuple[designer.BootMedia | None, GuestImage | None]:
+        """Kernel boot media: the bundled guest's (built on first use) or from params."""
+        if spec.guest != BUNDLED:
+            return designer.boot_media(spec), None
+        from virtlib.guest import ensure_guest
+
+        guest = ensure_guest()
+        args = f"{guest.kernel_args} {spec.kernel_args}".strip()
+        return designer.BootMedia(guest.kernel, guest.initrd, args), guest
+
+    # --- create ---------------------------------------------------------------------------------
     def create(
         self,
         name: str | None = None,
@@ -193,7 +163,10 @@ class LibvirtVM(BaseVM):
         migration_mode: str | None = None,
         mac_source: BaseVM | None = None,
     ) -> None:
-        """Start the domain (transient) from XML generated from params.
+        """Start the domain (transient) from XML designed from params.
+
+        On any failure nothing is left: no domain, reservation, image it made, or
+        private directory.
 
         :raises VMParamsError: bad params (nothing is created or reserved).
         :raises VMImageMissingError, VMHashMismatchError: missing or wrong media.
@@ -204,56 +177,52 @@ class LibvirtVM(BaseVM):
         if name is not None or params is not None or root_dir is not None:
             self.name = name or self.name
             if params is not None:
-                self.params = (
-                    params if isinstance(params, type(self.params)) else type(self.params)(params)
-                )
+                self.params = params if isinstance(params, Params) else Params(params)
             self.root_dir = Path(root_dir) if root_dir is not None else self.root_dir
             self.spec = VMSpec.from_params(self.name, self.params, self.root_dir)
-            self.uri = require_uri(self.spec.connect_uri)
-        if self.uuid and self._state() is not None:
-            self.destroy(gracefully=False, free_mac_addresses=False)
+            require_uri(self.spec.connect_uri)
         if migration_mode is not None:
             raise VMParamsError("migration_mode is not used by the libvirt backend: use migrate()")
+        previous_uuid = self.state.uuid if self.state is not None else ""
+        if self.state is not None:
+            self.destroy(gracefully=False, free_mac_addresses=False)
+        host = Host.get(require_uri(self.spec.connect_uri))
         created_images: list[str] = []
         try:
-            self.xml = self._prepare(mac_source)
+            self._set_state(self._new_state(host, mac_source, previous_uuid))
             created_images = self._create_images()
-            self._start(self.xml)
+            xml = self._render(self._require_state())
+            self._trust_host_keys()
+            self._start(host, xml)
         except BaseException:
-            self._release(free_mac_addresses=True)
-            for image in created_images:
-                Path(image).unlink(missing_ok=True)
+            self._discard_failed_create(created_images)
             raise
         log.info("%s: started on %s (%s)", self.name, self.uri, self.accel)
 
-    def _prepare(self, mac_source: BaseVM | None) -> str:
-        """Check params and host, reserve MACs and ports, and render the XML."""
-        host = self.host
-        facts = designer.HostFacts(
-            driver=host.hypervisor_kind(),
-            accel=host.accel_choice(self.spec.accel),
-            free_hugepages=host.free_hugepages,
-            pci_devices=lambda: pci_devices(host),
+    def _new_state(self, host: Host, mac_source: BaseVM | None, previous_uuid: str) -> VMState:
+        """The state of the VM about to be made: a UUID (the params', else the one it had
+        before, else a new one), the accelerator, MACs and ports."""
+        accel = host.accel_choice(self.spec.accel)
+        wanted = self.spec.uuid if self.spec.uuid and self.spec.uuid != "random" else ""
+        if self.spec.uuid == "random":
+            previous_uuid = ""
+        return VMState(
+            instance=self.instance,
+            uri=host.uri,
+            uuid=wanted or previous_uuid or str(uuidlib.uuid4()),
+            allocations=self._reserve(mac_source),
+            spec=self.spec,
+            params=dict(self.params),
+            root_dir=str(self.root_dir),
+            partition=self.partition,
+            accel=accel.accel,
         )
-        self.accel = facts.accel
-        boot, self._guest = self._boot_media()
-        self._reserve(mac_source)
-        self._trust_host_keys()
-        return self._render(self.spec, facts, boot)
 
-    def _boot_media(self) -> tuple[designer.BootMedia | None, GuestImage | None]:
-        """Kernel boot media: the bundled guest's (built on first use) or from params."""
-        if self.spec.guest != BUNDLED:
-            return designer.boot_media(self.spec), None
-        from virtlib.guest import ensure_guest
-
-        guest = ensure_guest()
-        args = f"{guest.kernel_args} {self.spec.kernel_args}".strip()
-        return designer.BootMedia(guest.kernel, guest.initrd, args), guest
-
-    def _reserve(self, mac_source: BaseVM | None) -> None:
+    def _reserve(self, mac_source: BaseVM | None) -> Allocations:
         """A MAC per NIC and a host port per forwarded guest port (shared, locked pools)."""
-        macs, ports = self.mac_pool(), self.port_pool()
+        macs: dict[int, str] = {}
+        ports: dict[PortKey, int] = {}
+        mac_pool, port_pool = self.mac_pool(), self.port_pool()
         for nic in self.spec.nics:
             source_mac = None
             if mac_source is not None:
@@ -261,51 +230,12 @@ class LibvirtVM(BaseVM):
                     source_mac = mac_source.get_mac_address(nic.index)
                 except VMMACAddressMissingError:
                     source_mac = None
-            self.allocations.macs[nic.index] = macs.reserve(
-                self.instance, nic.index, nic.mac or source_mac
-            )
+            macs[nic.index] = mac_pool.reserve(self.instance, nic.index, nic.mac or source_mac)
             for guest_port in nic.guest_ports:
-                self.allocations.ports[(nic.index, guest_port)] = ports.reserve(
+                ports[(nic.index, guest_port)] = port_pool.reserve(
                     self.instance, f"nic{nic.index}/{guest_port}"
                 )
-
-    def _trust_host_keys(self) -> None:
-        """The bundled guest's host keys are known: trust exactly them at each SSH forward."""
-        guest = self._guest
-        if guest is None or self.spec.login.known_hosts_file:
-            return
-        ssh_port = self.spec.login.shell_port
-        text = "".join(
-            guest.known_hosts("127.0.0.1", port)
-            for (_, guest_port), port in self.allocations.ports.items()
-            if guest_port == ssh_port
-        )
-        path = self._known_hosts_file()
-        path.write_text(text)
-        path.chmod(0o600)
-
-    def _render(
-        self,
-        spec: VMSpec,
-        facts: designer.HostFacts,
-        boot: designer.BootMedia | None,
-        check_resources: bool = True,
-    ) -> str:
-        config = designer.design(
-            spec,
-            facts,
-            self.allocations,
-            boot,
-            metadata.encode(self.instance, self.allocations, self.partition),
-            uuid=self._wanted_uuid(spec),
-            check_resources=check_resources,
-        )
-        return domxml.render(config)
-
-    def _wanted_uuid(self, spec: VMSpec) -> str:
-        if spec.uuid and spec.uuid != "random":
-            return spec.uuid
-        return self.uuid or ""
+        return Allocations.of(macs, ports)
 
     def _create_images(self) -> list[str]:
         created = []
@@ -314,114 +244,187 @@ class LibvirtVM(BaseVM):
                 created.append(create_image(self.params.object_params(disk.name), self.root_dir))
         return created
 
-    def _start(self, xml: str) -> None:
+    def _trust_host_keys(self) -> None:
+        """The bundled guest's host keys are known: trust exactly them at each SSH forward."""
+        guest, state = self._image, self.state
+        if guest is None or state is None or self.spec.login.known_hosts_file:
+            return
+        ssh_port = self.spec.login.shell_port
+        text = "".join(
+            guest.known_hosts("127.0.0.1", port)
+            for (_, guest_port), port in state.allocations.ports
+            if guest_port == ssh_port
+        )
+        path = self.known_hosts_file()
+        path.write_text(text)
+        path.chmod(0o600)
+
+    def _start(self, host: Host, xml: str) -> None:
         """Start paused, attach the console, run: the log has the guest's first byte."""
-        dom = self._create_paused(xml)
-        self.uuid = dom.UUIDString()
-        self._forget_dom()
-        try:
-            self._attach_console(dom)
-            with translated(
-                "resume",
-                self.uri,
-                self.name,
-                default=lambda e: VMCreateError(xml, e.get_error_code(), message(e)),
-            ):
-                dom.resume()
-        except BaseException:
-            _quietly(dom.destroy)
-            raise
-        self.host.add_reconnect_listener(self._reconnect_listener)
+        state = self._require_state()
+        self._listen(host, state.uuid)
+        guest = host.create_guest(xml, paused=True)
+        self._guest_cache = ((host.uri, host.generation, state.uuid), guest)
+        self._attach_console(host, guest)
+        guest.resume(default=lambda e: VMCreateError(xml, e.get_error_code(), message(e)))
 
-    def _create_paused(self, xml: str) -> Any:
-        conn = self.host.conn
-        try:
-            return conn.createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
-                raise VMCreateError(xml, exc.get_error_code(), message(exc)) from exc
-        # Drivers without the start-paused flag (libvirt's test driver): start, then pause.
-        try:
-            dom = conn.createXML(xml, 0)
-            dom.suspend()
-        except libvirt.libvirtError as exc:
-            raise VMCreateError(xml, exc.get_error_code(), message(exc)) from exc
-        return dom
+    def _discard_failed_create(self, created_images: list[str]) -> None:
+        """Undo whatever a failed create() made (see create())."""
+        state = self.state
+        if state is not None:
+            try:
+                Host.get(state.uri).lookup(state.uuid).remove()
+            except VMError as exc:
+                log.debug("%s: no domain to remove after a failed create: %s", self.name, exc)
+        self._forget(free_mac_addresses=True)
+        for image in created_images:
+            Path(image).unlink(missing_ok=True)
 
-    # --- serial console -----------------------------------------------------------------
-    def _attach_console(self, dom: Any) -> None:
-        if self._buffer is None or self._console is None:
-            self._buffer = ConsoleBuffer(Path(self.get_serial_console_filename()))
-            self._console = DomainConsole(self._buffer, self.name)
-            spawn = BufferSpawn(self._buffer, self._console.send, name=f"{self.name} console")
-            login = self.spec.login
-            self.serial_console = ShellSession(
-                spawn,
-                prompt=login.shell_prompt,
-                linesep=login.linesep,
-                status_test_command=login.status_test_command,
-                output_source=self._buffer.get_output,
-            )
-        else:
-            self._buffer.mark("console re-attached")
-        try:
-            self._console.attach(self.host.conn, dom)
-        except VMNotSupportedError as exc:
-            log.warning("%s: %s; no serial console", self.name, exc)
+    # --- adopt and release ---------------------------------------------------------------------
+    @classmethod
+    def adopt(
+        cls,
+        name: str,
+        params: dict[str, str],
+        root_dir: str | Path = ".",
+        attach_console: bool = False,
+    ) -> LibvirtVM:
+        """A VM object for a domain virtlib started earlier (in another process).
+
+        Its state comes from the domain's virtlib metadata; ``params`` add what
+        the metadata does not hold (secrets) and say where to look (``connect_uri``).
+
+        :raises VMNotFoundError: no such domain.
+        :raises VMError: the domain was not made by virtlib.
+        """
+        extra = params if isinstance(params, Params) else Params(params)
+        uri = require_uri(extra.get("connect_uri", "qemu:///system"))
+        host = Host.get(uri)
+        guest = host.lookup(name)
+        state = metadata.decode(metadata.read(guest.xml()), guest.name, uri, guest.uuid, extra)
+        vm = cls(guest.name, Params(state.params), state.root_dir)
+        vm.instance = state.instance
+        vm._set_state(state)
+        vm._guest_cache = ((host.uri, host.generation, state.uuid), guest)
+        vm._listen(host, state.uuid)
+        if vm.spec.guest == BUNDLED:
+            _, vm._image = vm._boot_media(vm.spec)
+            vm._trust_host_keys()
+        if attach_console and guest.is_active():
+            vm._attach_console(host, guest)
+        return vm
+
+    def release(self) -> None:
+        """Forget the VM in this process (console, private files) and leave the domain running.
+
+        The opposite of adopt(); destroy() is the way to stop the VM.
+        """
+        with self._lock:
+            self._unlisten()
             self._detach_console(release=True)
-            self._buffer = self._console = None
-            self.serial_console = None
+            remove_tree(self._workdir)
+            self._workdir = None
+            self._set_state(None)
+
+    # --- events and reconnects ------------------------------------------------------------------
+    def _listen(self, host: Host, uuid: str) -> None:
+        """Record this domain's events and re-attach the console after reconnects."""
+        self._unlisten()
+        host.events.watch(uuid, self._on_event)
+        host.add_reconnect_listener(self._on_reconnect)
+        self._listening = host
+
+    def _unlisten(self) -> None:
+        host, self._listening = self._listening, None
+        if host is not None:
+            host.remove_reconnect_listener(self._on_reconnect)
+            if self.state is not None:
+                host.events.unwatch(self.state.uuid, self._on_event)
+
+    def _on_event(self, event: DomainEvent) -> None:
+        """On libvirt's event-loop thread: only record."""
+        if event.crashed:
+            self.stop_reason = "crashed"
+        elif event.stopped and not self.stop_reason:
+            self.stop_reason = "stopped"
 
     def _on_reconnect(self) -> None:
         """libvirtd came back: re-attach the console of a running domain."""
-        if self._console is not None and self._state() is not None:
-            self._attach_console(self._dom())
+        with self._lock:
+            if self._serial is None or self.state is None:
+                return
+            try:
+                guest = self.guest()
+                if guest.is_active():
+                    self._serial.attach(self.host, guest)
+            except VMError as exc:
+                log.warning("%s: console not re-attached after reconnect: %s", self.name, exc)
+
+    # --- serial console ---------------------------------------------------------------------------
+    def _attach_console(self, host: Host, guest: Guest) -> None:
+        with self._lock:
+            self._serial = attach_serial(
+                self._serial,
+                self.name,
+                Path(self.get_serial_console_filename()),
+                self.spec.login,
+                host,
+                guest,
+            )
+            self.serial_console = self._serial.session if self._serial else None
 
     def _detach_console(self, release: bool) -> None:
-        if self._console is not None:
-            self._console.detach()
-        if release and self._buffer is not None:
-            self._buffer.release()
+        with self._lock:
+            serial = self._serial
+            if serial is None:
+                return
+            if release:
+                serial.release()
+                self._serial = None
+                self.serial_console = None
+            else:
+                serial.detach()
 
-    # --- state ----------------------------------------------------------------------------
+    # --- state ----------------------------------------------------------------------------------
+    def _guest_state(self) -> GuestState | None:
+        """The domain's state, or None when there is no domain (or no state)."""
+        if self.state is None:
+            return None
+        try:
+            return self.guest().state()
+        except VMNotFoundError:
+            return None
+
     def is_alive(self) -> bool:
         """True if the domain runs (or is paused) and libvirt answers."""
-        if not self.uuid:
-            return False
         try:
-            state = self._state()
+            state = self._guest_state()
         except VMError:
             return False
-        return state is not None and state[0] in ALIVE_STATES
+        return state is not None and state.alive
 
     def is_dead(self) -> bool:
         """True if there is no running domain for this VM."""
         return not self.is_alive()
 
     def is_paused(self) -> bool:
-        state = self._state() if self.uuid else None
-        return state is not None and state[0] == libvirt.VIR_DOMAIN_PAUSED
+        state = self._guest_state()
+        return state is not None and state.paused
 
     def verify_alive(self) -> None:
         """:raises VMDeadError: with libvirt's state and reason when the domain is not running."""
-        state = self._state() if self.uuid else None
+        state = self._guest_state()
         if state is None:
-            raise VMDeadError("no domain", f"{self.name!r} is not running on {self.uri}")
-        if state[0] not in ALIVE_STATES:
-            reason = (
-                SHUTOFF_REASONS.get(state[1], str(state[1]))
-                if state[0] == libvirt.VIR_DOMAIN_SHUTOFF
-                else str(state[1])
-            )
-            raise VMDeadError(STATE_NAMES.get(state[0], str(state[0])), reason)
+            reason = self.stop_reason or "no domain"
+            raise VMDeadError(reason, f"{self.name!r} is not running on {self.uri}")
+        if not state.alive:
+            raise VMDeadError(state.name, state.reason_name)
 
     def pause(self) -> None:
-        with translated("pause", self.uri, self.name):
-            self._dom().suspend()
+        self.guest().suspend()
 
     def resume(self) -> None:
-        with translated("resume", self.uri, self.name):
-            self._dom().resume()
+        self.guest().resume()
 
     # --- addresses ---------------------------------------------------------------------------
     def get_address(self, index: int = 0) -> str:
@@ -436,20 +439,10 @@ class LibvirtVM(BaseVM):
         if nic.nettype == "user":
             return "127.0.0.1"
         mac = self.get_mac_address(index)
-        dom = self._dom()
-        for source in (
-            libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
-            libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
-            libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP,
-        ):
-            try:
-                interfaces = dom.interfaceAddresses(source, 0) or {}
-            except libvirt.libvirtError:
-                continue
-            address = pick_address(interfaces, mac)
-            if address:
-                return address
-        raise VMIPAddressMissingError(mac)
+        address = pick_address(self.guest().interface_addresses(), mac)
+        if address is None:
+            raise VMIPAddressMissingError(mac)
+        return address
 
     def get_port(self, port: int, nic_index: int = 0) -> int:
         """The host port forwarded to guest ``port`` (user-mode NICs); ``port`` itself otherwise.
@@ -459,7 +452,7 @@ class LibvirtVM(BaseVM):
         nic = self.spec.nic(nic_index)
         if nic is None or nic.nettype != "user":
             return port
-        host_port = self.allocations.ports.get((nic_index, port))
+        host_port = self.state.allocations.port(nic_index, port) if self.state else None
         if host_port is None:
             raise VMPortNotRedirectedError(port)
         return host_port
@@ -468,101 +461,47 @@ class LibvirtVM(BaseVM):
     def destroy(self, gracefully: bool = True, free_mac_addresses: bool = True) -> None:
         """Stop the domain and leave nothing behind.
 
-        With ``gracefully``: a shutdown command over SSH when the guest can be
-        reached, else (or when that does not stop it) an ACPI shutdown, each
-        with a bounded wait; then a hard destroy.  A persistent definition is
-        undefined with its NVRAM, managed save and snapshot metadata.  The
-        console is closed, forwarded ports freed, MACs freed when
-        ``free_mac_addresses``, images with ``remove_image`` removed, and the
-        private directory deleted.
+        With ``gracefully`` (and a guest that runs, not a crashed one): a shutdown
+        command over SSH when the guest can be reached, else (or when that does not
+        stop it) an ACPI shutdown, each with a bounded wait; then a hard destroy.  A
+        persistent definition is undefined with its NVRAM, managed save and snapshot
+        metadata.  The console is closed, forwarded ports freed, MACs freed when
+        ``free_mac_addresses``, images with ``remove_image`` removed, and the private
+        directory deleted.  A VM whose create() failed has nothing to stop: destroy()
+        only cleans up locally and never raises for it.
         """
         try:
-            if self.uuid:
+            if self.state is not None:
                 self._stop(gracefully)
         finally:
-            self._detach_console(release=True)
-            self._release(free_mac_addresses)
+            self._forget(free_mac_addresses)
             for disk in self.spec.disks:
                 if disk.remove and not disk.raw_device:
                     disk.path.unlink(missing_ok=True)
-            self.host.remove_reconnect_listener(self._reconnect_listener)
-            remove_tree(self._workdir)
-            self._workdir = None
-            self._buffer = self._console = None
-            self.serial_console = None
 
     def _stop(self, gracefully: bool) -> None:
-        self._forget_dom()
+        self._guest_cache = None
         try:
-            dom = self._dom()
+            guest = self.guest()
         except VMNotFoundError:
             return
-        if gracefully and self.is_alive():
-            self._shutdown_gracefully(dom)
-        with translated("destroy", self.uri, self.name):
-            try:
-                if dom.isActive():
-                    dom.destroy()
-                if dom.isPersistent():
-                    dom.undefineFlags(UNDEFINE_FLAGS)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                    raise
+        if gracefully:
+            state = guest.state_or_none()
+            if state is not None and state.alive and not state.crashed:
+                shutdown_gracefully(self, guest)
+        guest.remove()
 
-    def _shutdown_gracefully(self, dom: Any) -> None:
-        events = self.host.subscribe(dom.UUIDString())
-        try:
-            if self.spec.nics:
-                try:
-                    session = self.login(timeout=5)
-                except (LoginError, VMError) as exc:
-                    log.debug("%s: no shell for a shutdown command: %s", self.name, exc)
-                else:
-                    try:
-                        session.sendline(self.spec.shutdown_command)
-                        session.read_nonblocking(internal_timeout=1.0, timeout=3.0)
-                    except (VMError, OSError) as exc:
-                        log.debug("%s: shutdown command: %s", self.name, exc)
-                    finally:
-                        session.close()
-                    if self._wait_stopped(dom, events, self.spec.shutdown_timeout):
-                        return
-            try:
-                dom.shutdown()
-            except libvirt.libvirtError as exc:
-                log.debug("%s: ACPI shutdown: %s", self.name, message(exc))
-                return
-            self._wait_stopped(dom, events, self.spec.shutdown_timeout)
-        finally:
-            self.host.unsubscribe(dom.UUIDString(), events)
-
-    def _wait_stopped(self, dom: Any, events: queue.Queue[DomainEvent], timeout: float) -> bool:
-        """Wait for the STOPPED event (or find the domain gone); True if it stopped."""
-        deadline = Deadline(timeout)
-        while True:
-            try:
-                if not dom.isActive():
-                    return True
-            except libvirt.libvirtError:
-                return True
-            if deadline.expired():
-                return False
-            try:
-                event = events.get(timeout=min(deadline.remaining(), 1.0))
-            except queue.Empty:
-                continue
-            if event.kind == "lifecycle" and event.event in (
-                libvirt.VIR_DOMAIN_EVENT_STOPPED,
-                libvirt.VIR_DOMAIN_EVENT_UNDEFINED,
-            ):
-                return True
-
-    def _release(self, free_mac_addresses: bool) -> None:
-        self.port_pool().free(self.instance)
-        self.allocations.ports.clear()
-        if free_mac_addresses:
-            self.mac_pool().free(self.instance)
-            self.allocations.macs.clear()
+    def _forget(self, free_mac_addresses: bool) -> None:
+        """Local teardown: console, reservations, listeners, private files, state."""
+        with self._lock:
+            self._unlisten()
+            self._detach_console(release=True)
+            self.port_pool().free(self.instance)
+            if free_mac_addresses:
+                self.mac_pool().free(self.instance)
+            remove_tree(self._workdir)
+            self._workdir = None
+            self._set_state(None)
 
     # --- reboot, keys, save/restore ----------------------------------------------------------
     def reboot(
@@ -576,31 +515,9 @@ class LibvirtVM(BaseVM):
 
         :raises VMRebootError: an unknown method, the guest did not go down, or did not come back.
         """
-        if method not in ("shell", "system_reset"):
-            raise VMRebootError(f"unknown reboot method {method!r} (use shell or system_reset)")
-        dom = self._dom()
-        events = self.host.subscribe(dom.UUIDString())
-        try:
-            if method == "shell":
-                session = session or self._login_any(nic_index, timeout)
-                session.sendline(self.spec.reboot_command)
-            else:
-                with translated("reset", self.uri, self.name):
-                    dom.reset(0)
-            if not _wait_event(events, timeout, lambda e: e.kind == "reboot"):
-                raise VMRebootError(
-                    f"{self.name!r} did not go down within {timeout:g} s after a {method} reboot"
-                )
-        finally:
-            self.host.unsubscribe(dom.UUIDString(), events)
-        if session is not None and session is not self.serial_console:
-            session.close()
-        try:
-            return self._login_any(nic_index, timeout)
-        except (LoginError, VMError) as exc:
-            raise VMRebootError(f"{self.name!r} did not come back after reboot: {exc}") from exc
+        return reboot_guest(self, self.guest(), session, method, nic_index, timeout)
 
-    def _login_any(self, nic_index: int, timeout: float) -> ShellSession:
+    def login_any(self, nic_index: int, timeout: float) -> ShellSession:
         """SSH when the VM has a NIC, else the serial console."""
         if self.spec.nics:
             return self.wait_for_login(nic_index, timeout)
@@ -608,27 +525,37 @@ class LibvirtVM(BaseVM):
 
     def send_key(self, keystr: str) -> None:
         """Press the keys of ``keystr`` together (virDomainSendKey, Linux key codes)."""
-        codes = parse_keys(keystr)
-        with translated("send keys to", self.uri, self.name):
-            self._dom().sendKey(libvirt.VIR_KEYCODE_SET_LINUX, 0, codes, len(codes), 0)
+        self.guest().send_keys(parse_keys(keystr))
 
     def save_to_file(self, path: str) -> None:
-        """Save the VM's memory and device state to ``path``; the domain stops."""
-        with translated("save", self.uri, self.name):
-            self._dom().save(str(path))
+        """Save the VM's memory and device state to ``path``; the domain stops.
+
+        The VM keeps its reservations, so restore_from_file() brings it back as it was.
+        """
+        self.guest().save(str(path))
         self._detach_console(release=False)
 
     def restore_from_file(self, path: str) -> None:
-        """Start the VM again from a file written by save_to_file(); the console re-attaches."""
-        conn = self.host.conn
-        with translated("restore", self.uri, self.name):
-            conn.restoreFlags(str(path), None, libvirt.VIR_DOMAIN_SAVE_PAUSED)
-            dom = conn.lookupByUUIDString(self.uuid) if self.uuid else conn.lookupByName(self.name)
-        self.uuid = dom.UUIDString()
-        self._forget_dom()
-        self._attach_console(dom)
-        with translated("resume", self.uri, self.name):
-            dom.resume()
+        """Start the VM again from a file written by save_to_file(); the console re-attaches.
+
+        Works from a fresh VM object too: the state comes from the save file's metadata.
+        """
+        host = Host.get(require_uri(self.uri))
+        saved = host.saved_xml(str(path), self.name)
+        root = domxml.parse(saved)
+        uuid = root.findtext("uuid") or ""
+        state = metadata.decode(metadata.read(saved), self.name, host.uri, uuid, dict(self.params))
+        host.restore(str(path), self.name)
+        guest = host.lookup(uuid)
+        if self.state is None:
+            self.instance = state.instance
+        self._set_state(state)
+        self._guest_cache = ((host.uri, host.generation, uuid), guest)
+        self._listen(host, uuid)
+        self._image = self._boot_media(state.spec)[1] if state.spec.guest == BUNDLED else None
+        self._trust_host_keys()
+        self._attach_console(host, guest)
+        guest.resume()
 
     # --- clone, needs_restart, migrate -----------------------------------------------------
     def clone(self, name: str | None = None, **params: Any) -> LibvirtVM:
@@ -638,25 +565,36 @@ class LibvirtVM(BaseVM):
         return LibvirtVM(name or self.name, new_params, self.root_dir)
 
     def needs_restart(self, name: str, params: dict[str, str], basedir: str | Path) -> bool:
-        """True when the VM is not running or ``params`` would generate a different domain."""
-        if self.is_dead() or not self.xml:
+        """True when the VM is not running or ``params`` would design a different domain.
+
+        The running VM's design (from its state) is compared with the design of
+        ``params`` given the same instance, UUID, accelerator and reservations;
+        virtlib's metadata is left out (it records params that change nothing).
+        """
+        state = self.state
+        if state is None or self.is_dead():
             return True
-        other = LibvirtVM(name, params, basedir)
-        other.instance = self.instance
-        other.allocations = self.allocations
-        other.uuid = self.uuid
         try:
-            facts = designer.HostFacts(
-                driver=self.host.hypervisor_kind(), accel=self.host.accel_choice(other.spec.accel)
+            wanted = VMState.designed(
+                name,
+                params,
+                basedir,
+                instance=state.instance,
+                uri=state.uri,
+                uuid=state.uuid,
+                allocations=state.allocations,
+                partition=state.partition,
+                accel=state.accel,
             )
-            boot, _ = other._boot_media()
-            wanted = other._render(other.spec, facts, boot, check_resources=False)
+            if wanted.spec.connect_uri != state.uri:
+                return True
+            if wanted.spec.uuid not in ("", "random", state.uuid):
+                return True
+            current = self.design(state, check_resources=False)
+            other = self.design(wanted, check_resources=False)
         except (VMError, KeyError):
             return True
-        finally:
-            other._workdir = None
-        ignore = () if other.spec.uuid not in ("", "random") else ("uuid",)
-        return domxml.canonical(wanted, ignore) != domxml.canonical(self.xml, ignore)
+        return _without_metadata(current) != _without_metadata(other)
 
     def migrate(
         self,
@@ -686,22 +624,78 @@ class LibvirtVM(BaseVM):
         """
         return migration.migrate(
             self,
-            timeout=timeout,
-            protocol=protocol,
-            cancel_delay=cancel_delay,
-            offline=offline,
-            stable_check=stable_check,
-            clean=clean,
-            save_path=save_path,
-            dest_host=dest_host,
-            remote_port=remote_port,
-            progress=progress,
+            migration.MigrationRequest(
+                timeout=timeout,
+                protocol=protocol,
+                cancel_delay=cancel_delay,
+                offline=offline,
+                stable_check=stable_check,
+                clean=clean,
+                save_path=save_path,
+                dest_host=dest_host,
+                remote_port=remote_port,
+                progress=progress,
+            ),
         )
 
+    def moved_to(self, state: VMState, guest: Guest) -> None:
+        """After a migration: the VM is ``guest`` on the state's host (console re-attached)."""
+        with self._lock:
+            self._unlisten()
+            self._set_state(state)
+            host = Host.get(state.uri)
+            self._guest_cache = ((host.uri, host.generation, state.uuid), guest)
+            self._listen(host, state.uuid)
+            self._trust_host_keys()
+            self._attach_console(host, guest)
 
-def pick_address(interfaces: dict[str, Any], mac: str) -> str | None:
+    # --- tools: info, inventory, host checks ----------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        state = self._require_state()
+        guest = self.guest()
+        domain_state, _max_mem, memory_kib, vcpus = guest.info()
+        return {
+            "name": self.name,
+            "uri": state.uri,
+            "uuid": state.uuid,
+            "state": GuestState(domain_state, 0).name,
+            "vcpus": vcpus,
+            "memory_mib": memory_kib // 1024,
+            "accel": state.accel,
+            "macs": {f"nic{n}": mac for n, mac in state.allocations.macs},
+            "forwards": {
+                f"nic{nic}:{guest_port}": f"127.0.0.1:{host_port}"
+                for (nic, guest_port), host_port in state.allocations.ports
+            },
+            "instance": state.instance,
+        }
+
+    @classmethod
+    def probe(cls, uri: str) -> str | None:
+        return inventory.probe(uri)
+
+    @classmethod
+    def managed_vms(cls, uri: str) -> list[ManagedVM]:
+        return inventory.managed_vms(uri)
+
+    @classmethod
+    def remove_vms(cls, uri: str, names: Collection[str], uuids: Collection[str]) -> list[str]:
+        return inventory.remove_vms(uri, names, uuids)
+
+    @classmethod
+    def host_checks(cls, uri: str) -> list[HostCheck]:
+        return inventory.host_checks(uri)
+
+
+def _without_metadata(config: domxml.DomainConfig) -> domxml.DomainConfig:
+    import dataclasses
+
+    return dataclasses.replace(config, metadata={})
+
+
+def pick_address(interfaces: list[dict[str, Any]], mac: str) -> str | None:
     """The first non-link-local address (IPv4 preferred) of the interface with ``mac``."""
-    for info in interfaces.values():
+    for info in interfaces:
         if str(info.get("hwaddr", "")).lower() != mac.lower():
             continue
         addrs = [
@@ -709,54 +703,7 @@ def pick_address(interfaces: dict[str, Any], mac: str) -> str | None:
             for a in info.get("addrs") or []
             if not str(a.get("addr", "")).lower().startswith(LINK_LOCAL_PREFIXES)
         ]
-        addrs.sort(key=lambda a: a.get("type") != libvirt.VIR_IP_ADDR_TYPE_IPV4)
+        addrs.sort(key=lambda a: a.get("type") != IPV4)
         if addrs:
             return str(addrs[0]["addr"])
     return None
-
-
-def pci_devices(host: Host) -> list[designer.PciDevice]:
-    """Host PCI devices with their SR-IOV roles, from libvirt's node device API."""
-    result = []
-    try:
-        devices = host.conn.listAllDevices(libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV)
-    except libvirt.libvirtError:
-        return []
-    for device in devices:
-        root = domxml.parse(device.XMLDesc(0))
-        cap = root.find("capability[@type='pci']")
-        if cap is None:
-            continue
-        domain, bus, slot, function = (
-            int(cap.findtext(tag, "0"), 0) for tag in ("domain", "bus", "slot", "function")
-        )
-        result.append(
-            designer.PciDevice(
-                domain,
-                bus,
-                slot,
-                function,
-                is_vf=cap.find("capability[@type='phys_function']") is not None,
-                is_pf=cap.find("capability[@type='virt_functions']") is not None,
-            )
-        )
-    return result
-
-
-def _wait_event(
-    events: queue.Queue[DomainEvent], timeout: float, wanted: Any
-) -> DomainEvent | None:
-    deadline = Deadline(timeout)
-    while not deadline.expired():
-        try:
-            event = events.get(timeout=deadline.remaining())
-        except queue.Empty:
-            return None
-        if wanted(event):
-            return event
-    return None
-
-
-def _quietly(action: Any) -> None:
-    with contextlib.suppress(libvirt.libvirtError, OSError, VMError):
-        action()

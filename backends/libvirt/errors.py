@@ -1,4 +1,21 @@
-"""libvirt errors become virtlib errors here, and only here, by error code (never message text)."""
+"""libvirt errors become virtlib errors here, and only here, by error code (never message text).
+
+:func:`translate` is the one table.  The wrappers (:mod:`.host`'s ``Host``,
+:mod:`.guest`'s ``Guest``, the console) call libvirt only inside
+:func:`translated`, so no ``libvirtError`` reaches code above the backend.
+
+The table, most specific first:
+
+- an operation's own ``overrides`` (e.g. an XML error at create time is a VMCreateError);
+- no such domain -> VMNotFoundError;
+- connection and authentication failures -> HypervisorConnectionError;
+- unsupported operations and arguments -> VMNotSupportedError;
+- an operation not valid in the domain's state -> VMStateError;
+- timeouts (libvirt's, the guest agent's) -> VMTimeoutError;
+- everything else, system errors included (an unwritable save path is the
+  operation failing, not the connection) -> the operation's ``default``, else
+  HypervisorError.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +24,49 @@ from collections.abc import Callable, Iterator
 
 import libvirt
 
-from virtlib.errors import HypervisorConnectionError, VMError, VMNotFoundError, VMStateError
+from virtlib.errors import (
+    HypervisorConnectionError,
+    HypervisorError,
+    VMError,
+    VMNotFoundError,
+    VMNotSupportedError,
+    VMStateError,
+    VMTimeoutError,
+)
 
 ErrorFactory = Callable[[libvirt.libvirtError], VMError]
 
+NOT_FOUND_CODES = frozenset({libvirt.VIR_ERR_NO_DOMAIN})
 CONNECTION_CODES = frozenset({
     libvirt.VIR_ERR_NO_CONNECT,
     libvirt.VIR_ERR_INVALID_CONN,
     libvirt.VIR_ERR_RPC,
-    libvirt.VIR_ERR_SYSTEM_ERROR,
     libvirt.VIR_ERR_AUTH_FAILED,
     libvirt.VIR_ERR_AUTH_CANCELLED,
+    libvirt.VIR_ERR_AUTH_UNAVAILABLE,
+    libvirt.VIR_ERR_NO_SERVER,
+    libvirt.VIR_ERR_NO_CLIENT,
 })  # fmt: skip
-NOT_FOUND_CODES = frozenset({libvirt.VIR_ERR_NO_DOMAIN})
+UNSUPPORTED_CODES = frozenset({
+    libvirt.VIR_ERR_NO_SUPPORT,
+    libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+    libvirt.VIR_ERR_OPERATION_UNSUPPORTED,
+    libvirt.VIR_ERR_CONFIG_UNSUPPORTED,
+})  # fmt: skip
 STATE_CODES = frozenset({libvirt.VIR_ERR_OPERATION_INVALID})
+TIMEOUT_CODES = frozenset({libvirt.VIR_ERR_OPERATION_TIMEOUT, libvirt.VIR_ERR_AGENT_UNRESPONSIVE})
 
 
 def message(exc: libvirt.libvirtError) -> str:
+    """libvirt's message for an error (without the "libvirt: ..." decoration)."""
     return str(exc.get_error_message() or exc)
+
+
+def code_of(exc: BaseException) -> int | None:
+    """The libvirt error code of ``exc`` (None for other exceptions)."""
+    if isinstance(exc, libvirt.libvirtError):
+        return int(exc.get_error_code() or 0)
+    return None
 
 
 def translate(
@@ -35,24 +77,24 @@ def translate(
     overrides: dict[int, ErrorFactory] | None = None,
     default: ErrorFactory | None = None,
 ) -> VMError:
-    """The virtlib error for a libvirt error raised while doing ``what``.
-
-    ``overrides`` maps libvirt error codes to factories for this operation
-    (e.g. an XML error at create time is a VMCreateError); then come the
-    codes every operation shares; ``default`` (or a plain VMError) for the rest.
-    """
+    """The virtlib error for a libvirt error raised while doing ``what`` (see the module)."""
     code = exc.get_error_code()
+    text = message(exc)
     if overrides and code in overrides:
         return overrides[code](exc)
     if code in NOT_FOUND_CODES:
         return VMNotFoundError(name, uri)
     if code in CONNECTION_CODES:
-        return HypervisorConnectionError(uri, f"{what}: {message(exc)}")
+        return HypervisorConnectionError(uri, f"{what}: {text}")
+    if code in UNSUPPORTED_CODES:
+        return VMNotSupportedError(what, "libvirt", f"{uri}: {text}" if uri else text)
     if code in STATE_CODES:
-        return VMStateError(f"cannot {what} {name!r}: {message(exc)}")
+        return VMStateError(f"cannot {what} {name!r}: {text}")
+    if code in TIMEOUT_CODES:
+        return VMTimeoutError(f"{what} {name!r}: timed out: {text}")
     if default is not None:
         return default(exc)
-    return VMError(f"cannot {what} {name!r}: {message(exc)}")
+    return HypervisorError(what, name, text, code)
 
 
 @contextlib.contextmanager

@@ -1,73 +1,56 @@
-"""One owner per libvirt URI: the connection, the event loop, domain events, reconnects.
+"""One owner per libvirt URI: the connection, its events, reconnects, and every call on it.
 
-- libvirt's default event loop is registered before the first connection and
-  run in a daemon thread (console streams and events need it);
-- remote URIs get keepalive, so a dead peer is noticed;
-- a close callback notices libvirtd going away; a reconnect thread opens a
-  new connection with back-off, re-registers the event callbacks and tells
-  listeners (VMs re-attach their consoles), so running VMs stay manageable.
+- :meth:`Host.get` finds or makes the Host of a URI under a class lock held only
+  for the dictionary; connecting happens outside it, under the URI's own lock,
+  so one slow or dead URI never delays another;
+- remote URIs get keepalive, so a dead peer is noticed; a close callback (on
+  libvirt's event-loop thread) only flags the connection and starts a
+  reconnect thread, which opens a new connection with back-off, re-registers
+  the event callbacks and then tells listeners (VMs re-attach their consoles);
+- the state lock guards the connection and its generation and is never held
+  across a sleep, a connect or a libvirt call;
+- every call on the connection is a method here that translates libvirt's
+  errors (:mod:`.errors`); domains come back wrapped as :class:`~.guest.Guest`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import threading
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import libvirt
 from lxml import etree
 
 from virtlib.accel import AccelChoice, decide, local_choice
-from virtlib.backends.libvirt.errors import translated
-from virtlib.errors import HypervisorConnectionError, VMParamsError
+from virtlib.backends.libvirt.errors import ErrorFactory, message, translated
+from virtlib.backends.libvirt.events import EventHub, ensure_event_loop
+from virtlib.backends.libvirt.guest import Guest
+from virtlib.errors import HypervisorConnectionError, VMCreateError, VMParamsError
 from virtlib.spec import UUID_RE
 from virtlib.waiting import Deadline, backoff, sleep_within
 
 log = logging.getLogger(__name__)
 
-_event_loop_lock = threading.Lock()
-_event_loop_threads: list[threading.Thread] = []
-
-
-def _ignore_libvirt_errors(_ctx: object, _err: object) -> None:
-    """libvirt prints every error to stderr by default; virtlib raises them instead."""
-
-
-def ensure_event_loop() -> None:
-    """Register libvirt's default event loop and run it in a daemon thread (once)."""
-    with _event_loop_lock:
-        if _event_loop_threads:
-            return
-        libvirt.registerErrorHandler(_ignore_libvirt_errors, None)
-        libvirt.virEventRegisterDefaultImpl()
-
-        def run() -> None:
-            while True:
-                libvirt.virEventRunDefaultImpl()
-
-        thread = threading.Thread(target=run, name="libvirt-event-loop", daemon=True)
-        thread.start()
-        _event_loop_threads.append(thread)
-
-
-@dataclass(frozen=True)
-class DomainEvent:
-    """A lifecycle or reboot event of one domain."""
-
-    uuid: str
-    kind: str  # "lifecycle" or "reboot"
-    event: int = -1
-    detail: int = -1
+XML_PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
 
 
 def is_local_uri(uri: str) -> bool:
     """True for URIs served on this machine (no host part; test:// included)."""
     return not urllib.parse.urlsplit(uri).hostname
+
+
+def require_uri(uri: str) -> str:
+    if "://" not in uri:
+        raise VMParamsError(f"parameter 'connect_uri' is not a libvirt URI: {uri!r}")
+    return uri
+
+
+def _connection_error(uri: str) -> ErrorFactory:
+    return lambda e: HypervisorConnectionError(uri, message(e))
 
 
 class Host:
@@ -79,25 +62,30 @@ class Host:
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
-        self._lock = threading.RLock()
+        self.events = EventHub()
+        self._state_lock = threading.Lock()  # never held across blocking work
+        self._reconnected = threading.Condition(self._state_lock)
+        self._connect_lock = (
+            threading.Lock()
+        )  # one connector per URI; the event loop never takes it
         self._conn: libvirt.virConnect | None = None
-        self._callback_ids: list[int] = []
-        self._subscribers: dict[str, list[queue.Queue[DomainEvent]]] = {}
         self._reconnect_listeners: list[Callable[[], None]] = []
         self._reconnecting = False
         self._closing = False
         self.generation = 0
-        ensure_event_loop()
-        self._connect()
 
     @classmethod
     def get(cls, uri: str) -> Host:
-        """The Host for ``uri`` (made on first use)."""
+        """The connected Host for ``uri`` (made on first use).
+
+        :raises HypervisorConnectionError: the URI does not answer.
+        """
         with cls._hosts_lock:
             host = cls._hosts.get(uri)
             if host is None:
                 host = cls._hosts[uri] = Host(uri)
-            return host
+        host._ensure_connected()
+        return host
 
     @classmethod
     def discard(cls, uri: str) -> None:
@@ -106,20 +94,18 @@ class Host:
             host = cls._hosts.pop(uri, None)
         if host is None:
             return
-        with host._lock:
+        with host._state_lock:
             host._closing = True
             conn, host._conn = host._conn, None
+            host._reconnected.notify_all()
         if conn is not None:
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.unregisterCloseCallback()
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.close()
+            _close_quietly(conn)
 
-    # --- the connection ---------------------------------------------------------------
-    def _connect(self) -> None:
-        with translated(
-            "connect", self.uri, default=lambda e: HypervisorConnectionError(self.uri, str(e))
-        ):
+    # --- the connection -------------------------------------------------------------------
+    def _open(self) -> libvirt.virConnect:
+        """A new connection with keepalive, close callback and event callbacks (blocking)."""
+        ensure_event_loop()
+        with translated("connect", self.uri, default=_connection_error(self.uri)):
             conn = libvirt.open(self.uri)
         if not is_local_uri(self.uri) or self.uri.startswith(("qemu", "xen")):
             try:
@@ -130,78 +116,90 @@ class Host:
             conn.registerCloseCallback(self._on_close, None)
         except libvirt.libvirtError:
             log.debug("%s: close callback not supported", self.uri)
-        self._conn = conn
-        self._register_events(conn)
-        self.generation += 1
+        self.events.register(conn, self.uri)
+        return conn
 
-    def _register_events(self, conn: libvirt.virConnect) -> None:
-        self._callback_ids = []
-        try:
-            self._callback_ids.append(
-                conn.domainEventRegisterAny(
-                    None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
-                )
-            )
-            self._callback_ids.append(
-                conn.domainEventRegisterAny(
-                    None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._on_reboot, None
-                )
-            )
-        except libvirt.libvirtError:
-            log.debug("%s: domain events not supported", self.uri)
+    def _ensure_connected(self) -> None:
+        with self._state_lock:
+            if self._conn is not None:
+                return
+        with self._connect_lock:
+            with self._state_lock:
+                if self._conn is not None:
+                    return
+                if self._closing:
+                    raise HypervisorConnectionError(self.uri, "the connection was closed")
+            conn = self._open()
+            self._install(conn)
+
+    def _install(self, conn: libvirt.virConnect) -> None:
+        with self._state_lock:
+            old, self._conn = self._conn, conn
+            self.generation += 1
+            self._reconnected.notify_all()
+        if old is not None and old is not conn:
+            _close_quietly(old)
 
     @property
     def conn(self) -> libvirt.virConnect:
-        """The live connection; waits for a reconnect when libvirtd went away."""
-        with self._lock:
+        """The live connection; reconnects (or waits for the reconnect) when libvirtd went away."""
+        with self._state_lock:
             conn = self._conn
-        if conn is not None:
-            try:
-                if conn.isAlive():
-                    return conn
-            except libvirt.libvirtError:
-                pass
-        self._reconnect_now()
-        with self._lock:
+        if conn is not None and _alive(conn):
+            return conn
+        self._reconnect(self.RECONNECT_TIMEOUT)
+        with self._state_lock:
             if self._conn is None:
                 raise HypervisorConnectionError(self.uri, "the connection was closed")
             return self._conn
 
     def _on_close(self, _conn: libvirt.virConnect, reason: int, _opaque: object) -> None:
-        log.warning("%s: connection closed (reason %d); reconnecting", self.uri, reason)
-        with self._lock:
+        """On the event-loop thread: flag and hand the reconnect to a thread of its own."""
+        with self._state_lock:
             if self._reconnecting or self._closing:
                 return
             self._reconnecting = True
+        log.warning("%s: connection closed (reason %d); reconnecting", self.uri, reason)
         threading.Thread(target=self._reconnect_loop, name="libvirt-reconnect", daemon=True).start()
 
     def _reconnect_loop(self) -> None:
         try:
-            self._reconnect_now()
+            self._reconnect(self.RECONNECT_TIMEOUT)
         except HypervisorConnectionError as exc:
             log.error("%s: %s", self.uri, exc)
         finally:
-            with self._lock:
+            with self._state_lock:
                 self._reconnecting = False
 
-    def _reconnect_now(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                try:
-                    if self._conn.isAlive():
-                        return
-                except libvirt.libvirtError:
-                    pass
-            deadline = Deadline(self.RECONNECT_TIMEOUT)
+    def _reconnect(self, timeout: float) -> None:
+        """Open a new connection with back-off until ``timeout``, then tell the listeners.
+
+        Only this URI's connect lock is held while connecting and sleeping; a
+        second caller waits for the first one's result instead of connecting too.
+        """
+        deadline = Deadline(timeout)
+        if not self._connect_lock.acquire(timeout=timeout):
+            raise HypervisorConnectionError(self.uri, f"no reconnect within {timeout:g} s")
+        try:
+            with self._state_lock:
+                current = self._conn
+                if self._closing:
+                    raise HypervisorConnectionError(self.uri, "the connection was closed")
+            if current is not None and _alive(current):
+                return  # another thread reconnected meanwhile
             for delay in backoff(0.1, 2.0):
                 try:
-                    self._connect()
+                    conn = self._open()
                     break
                 except HypervisorConnectionError:
                     if deadline.expired():
                         raise
                 sleep_within(delay, deadline)
-            listeners = list(self._reconnect_listeners)
+            self._install(conn)
+            with self._state_lock:
+                listeners = list(self._reconnect_listeners)
+        finally:
+            self._connect_lock.release()
         log.info("%s: reconnected", self.uri)
         for listener in listeners:
             try:
@@ -210,51 +208,73 @@ class Host:
                 log.exception("%s: reconnect listener failed", self.uri)
 
     def add_reconnect_listener(self, listener: Callable[[], None]) -> None:
-        with self._lock:
+        with self._state_lock:
             self._reconnect_listeners.append(listener)
 
     def remove_reconnect_listener(self, listener: Callable[[], None]) -> None:
-        with self._lock:
+        with self._state_lock:
             if listener in self._reconnect_listeners:
                 self._reconnect_listeners.remove(listener)
 
-    # --- domain events ----------------------------------------------------------------
-    def _publish(self, event: DomainEvent) -> None:
-        with self._lock:
-            subscribers = list(self._subscribers.get(event.uuid, ()))
-        for q in subscribers:
-            q.put(event)
+    # --- domains ------------------------------------------------------------------------------
+    def guest(self, dom: libvirt.virDomain) -> Guest:
+        return Guest(self.uri, dom)
 
-    def _on_lifecycle(
-        self, _c: object, dom: libvirt.virDomain, event: int, detail: int, _o: object
-    ) -> None:
-        self._publish(DomainEvent(dom.UUIDString(), "lifecycle", event, detail))
+    def lookup(self, key: str) -> Guest:
+        """A domain by UUID or name; VMNotFoundError when there is none."""
+        with translated("look up", self.uri, key):
+            if UUID_RE.match(key.lower()):
+                return self.guest(self.conn.lookupByUUIDString(key))
+            return self.guest(self.conn.lookupByName(key))
 
-    def _on_reboot(self, _c: object, dom: libvirt.virDomain, _o: object) -> None:
-        self._publish(DomainEvent(dom.UUIDString(), "reboot"))
+    def guests(self) -> list[Guest]:
+        """Every domain of the host, running or defined."""
+        with translated("list the domains of", self.uri, self.uri):
+            return [self.guest(dom) for dom in self.conn.listAllDomains()]
 
-    def subscribe(self, uuid: str) -> queue.Queue[DomainEvent]:
-        """A queue receiving the events of one domain; subscribe *before* acting."""
-        q: queue.Queue[DomainEvent] = queue.Queue()
-        with self._lock:
-            self._subscribers.setdefault(uuid, []).append(q)
-        return q
+    def create_guest(self, xml: str, paused: bool) -> Guest:
+        """Start a transient domain; ``paused`` keeps its CPUs stopped.
 
-    def unsubscribe(self, uuid: str, q: queue.Queue[DomainEvent]) -> None:
-        with self._lock:
-            subscribers = self._subscribers.get(uuid, [])
-            if q in subscribers:
-                subscribers.remove(q)
-            if not subscribers:
-                self._subscribers.pop(uuid, None)
+        Drivers without the start-paused flag (libvirt's test driver) start it and
+        pause it right after.
 
-    # --- host facts ---------------------------------------------------------------------
+        :raises VMCreateError: libvirt refused (``cmd`` the XML, ``status`` the code).
+        """
+
+        def refused(exc: libvirt.libvirtError) -> VMCreateError:
+            return VMCreateError(xml, exc.get_error_code(), message(exc))
+
+        conn = self.conn
+        flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
+        try:
+            return self.guest(conn.createXML(xml, flags))
+        except libvirt.libvirtError as exc:
+            if not paused or exc.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
+                raise refused(exc) from exc
+        with translated("create", self.uri, "", default=refused):
+            dom = conn.createXML(xml, 0)
+            dom.suspend()
+        return self.guest(dom)
+
+    def restore(self, path: str, name: str, xml: str | None = None) -> None:
+        """Start a domain again, paused, from a file written by Guest.save()."""
+        with translated("restore", self.uri, name):
+            self.conn.restoreFlags(path, xml, libvirt.VIR_DOMAIN_SAVE_PAUSED)
+
+    def saved_xml(self, path: str, name: str = "") -> str:
+        """The domain XML inside a save file."""
+        with translated("read the saved state", self.uri, name or path):
+            return str(self.conn.saveImageGetXMLDesc(path, 0))
+
+    def new_stream(self) -> Any:
+        with translated("open a stream on", self.uri, self.uri):
+            return self.conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+
+    # --- host facts -----------------------------------------------------------------------
     def capabilities(self) -> etree._Element:
         with translated("read the capabilities of", self.uri, self.uri):
             xml = self.conn.getCapabilities()
-        return etree.fromstring(
-            xml.encode(), etree.XMLParser(resolve_entities=False, no_network=True)
-        )
+        return etree.fromstring(xml.encode(), XML_PARSER)
 
     def accel_choice(self, requested: str = "auto") -> AccelChoice:
         """KVM or TCG for this host (local: device and CPU flags; remote: libvirt's view)."""
@@ -277,27 +297,58 @@ class Host:
         return None
 
     def free_hugepages(self, size_kib: int = 2048) -> int:
-        """Free huge pages of ``size_kib`` on the host (all NUMA cells)."""
-        try:
-            cells = self.conn.getFreePages([size_kib], -1, 1) or {}
-        except libvirt.libvirtError:
+        """Free huge pages of ``size_kib`` on the host (all NUMA cells); 0 when unknown."""
+        conn = self.conn
+        for cell in (-1, 0):
             try:
-                cells = self.conn.getFreePages([size_kib], 0, 1) or {}
+                cells = conn.getFreePages([size_kib], cell, 1) or {}
             except libvirt.libvirtError:
-                return 0
-        return sum(int(pages.get(size_kib, 0)) for pages in cells.values())
+                continue
+            return sum(int(pages.get(size_kib, 0)) for pages in cells.values())
+        return 0
 
     def hypervisor_kind(self) -> str:
         """The driver behind the URI: "qemu", "xen", "test", ..."""
         with translated("query", self.uri, self.uri):
             return str(self.conn.getType()).lower()
 
-    def lookup(self, key: str) -> Any:
-        """A virDomain by UUID or name; VMNotFoundError when there is none."""
-        with translated("look up", self.uri, key):
-            if UUID_RE.match(key.lower()):
-                return self.conn.lookupByUUIDString(key)
-            return self.conn.lookupByName(key)
+    def versions(self) -> tuple[int, int]:
+        """(libvirt's version, the hypervisor's version) as libvirt numbers (major*10^6 + ...)."""
+        with translated("query", self.uri, self.uri):
+            return int(self.conn.getLibVersion()), int(self.conn.getVersion())
+
+    def pci_devices(self) -> list[etree._Element]:
+        """The node device XML of every host PCI device (empty where the driver has none)."""
+        try:
+            devices = self.conn.listAllDevices(libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV)
+            return [etree.fromstring(d.XMLDesc(0).encode(), XML_PARSER) for d in devices]
+        except libvirt.libvirtError:
+            return []
+
+
+def probe(uri: str) -> str | None:
+    """None if libvirtd at ``uri`` answers a fresh connection, else why not."""
+    ensure_event_loop()  # before the first connection; it also silences libvirt's stderr
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        return f"libvirtd at {uri} does not answer: {message(exc)}"
+    _close_quietly(conn)
+    return None
+
+
+def _alive(conn: libvirt.virConnect) -> bool:
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
+
+
+def _close_quietly(conn: libvirt.virConnect) -> None:
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.unregisterCloseCallback()
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.close()
 
 
 def xpath_strings(root: etree._Element, expression: str) -> list[str]:
@@ -306,9 +357,3 @@ def xpath_strings(root: etree._Element, expression: str) -> list[str]:
     if not isinstance(result, list):
         return []
     return [item.text or "" if isinstance(item, etree._Element) else str(item) for item in result]
-
-
-def require_uri(uri: str) -> str:
-    if "://" not in uri:
-        raise VMParamsError(f"parameter 'connect_uri' is not a libvirt URI: {uri!r}")
-    return uri

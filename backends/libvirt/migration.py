@@ -4,21 +4,23 @@ The migration runs in a worker thread while this thread watches the job
 (``virDomainGetJobStats``): progress goes to the caller's callback and the
 log, a timeout or ``cancel_delay`` aborts the job with virDomainAbortJob (never
 by killing a process), and the VM keeps running on the source after any
-failure.  On success the VM object points at the destination: URI switched,
-console re-attached, forwarded ports moved, and no domain left on the source.
+failure.  The worker is joined with a bound: a job that does not stop after
+the abort is reported, not waited for forever.  On success the VM's state is
+replaced by the destination's: URI, forwarded ports, console, no domain left
+on the source.
 
-Forwarded ports: user-mode NICs forward guest ports to host ports on
-127.0.0.1.  When the destination is on this machine (a second libvirtd, as in
-the tests) the source still holds those ports while the destination QEMU
-starts, so the destination gets fresh ports through the destination XML
-(``VIR_MIGRATE_PARAM_DEST_XML``); for a remote destination the same ports are
-kept.  ``get_port()`` answers with the new ports after the migration.
+The destination XML is *designed* from the VM's state moved to the
+destination (new allocations), by the same designer that made the original
+(``VIR_MIGRATE_PARAM_DEST_XML``).  Forwarded ports: user-mode NICs forward
+guest ports to host ports on 127.0.0.1.  When the destination is on this
+machine (a second libvirtd, as in the tests) the source still holds those
+ports while the destination QEMU starts, so the destination gets fresh ports;
+for a remote destination the same ports are kept.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import logging
 import os
@@ -28,17 +30,17 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import libvirt
 
-from virtlib.backends.libvirt import domxml, metadata
-from virtlib.backends.libvirt.designer import Allocations
-from virtlib.backends.libvirt.errors import message
+from virtlib.backends.libvirt import domxml
+from virtlib.backends.libvirt.guest import Guest
 from virtlib.backends.libvirt.host import Host, is_local_uri
 from virtlib.errors import (
+    VMError,
     VMMigrateCancelError,
     VMMigrateFailedError,
     VMMigrateProtoUnsupportedError,
@@ -46,6 +48,8 @@ from virtlib.errors import (
     VMMigrateTimeoutError,
     VMStateError,
 )
+from virtlib.migration import MigrationProgress, MigrationResult, ProgressCallback
+from virtlib.state import PortKey, VMState
 
 if TYPE_CHECKING:
     from virtlib.backends.libvirt.domain import LibvirtVM
@@ -54,42 +58,26 @@ log = logging.getLogger(__name__)
 
 PROTOCOLS = ("tcp", "unix")
 POLL_INTERVAL = 0.2
+ABORT_GRACE = 30.0  # how long a job may take to stop after virDomainAbortJob
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1", "")
+
+__all__ = ["PROTOCOLS", "MigrationProgress", "MigrationRequest", "MigrationResult", "migrate"]
 
 
 @dataclass(frozen=True)
-class MigrationProgress:
-    """One look at the running job."""
+class MigrationRequest:
+    """The arguments of BaseVM.migrate (see there), plus the progress callback."""
 
-    elapsed_s: float
-    data_total: int
-    data_processed: int
-    data_remaining: int
-    memory_dirty_rate: int  # pages/s
-    iteration: int
-
-    @property
-    def percent(self) -> float:
-        if self.data_total <= 0:
-            return 0.0
-        return 100.0 * self.data_processed / max(self.data_total, 1)
-
-
-@dataclass
-class MigrationResult:
-    """What a finished migration cost."""
-
-    source_uri: str
-    dest_uri: str
-    total_time_ms: int
-    downtime_ms: int | None
-    data_transferred: int
-    wall_time_s: float
-    progress: list[MigrationProgress] = field(default_factory=list)
-    state_hashes: tuple[str, str] | None = None
-
-
-ProgressCallback = Callable[[MigrationProgress], None]
+    timeout: float = 3600
+    protocol: str = "tcp"
+    cancel_delay: float | None = None
+    offline: bool = False
+    stable_check: bool = False
+    clean: bool = True
+    save_path: str = "/tmp"  # noqa: S108 - the seed's default; only a parent for mkdtemp
+    dest_host: str = "localhost"
+    remote_port: int | None = None
+    progress: ProgressCallback | None = None
 
 
 def _is_local_destination(dest_uri: str) -> bool:
@@ -104,8 +92,9 @@ def destination_uri(vm: LibvirtVM, dest_host: str) -> str:
         return uri
     if dest_host in LOCAL_NAMES:
         raise VMMigrateFailedError(
-            "libvirt cannot migrate a domain to the host it runs on; give "
-            "migration_dest_uri (e.g. a second local host from virtlib.secondhost) or dest_host"
+            f"cannot migrate {vm.name!r}: libvirt cannot migrate a domain to the host it runs "
+            "on; give migration_dest_uri (e.g. a second local host from virtlib.secondhost) "
+            "or dest_host"
         )
     scheme = urllib.parse.urlsplit(vm.uri).scheme.split("+")[0] or "qemu"
     return f"{scheme}+ssh://{dest_host}/system"
@@ -149,104 +138,95 @@ def _progress(stats: dict[str, Any], started: float) -> MigrationProgress:
     )
 
 
-def memory_state_hash(vm: LibvirtVM, dom: Any, directory: Path, label: str, clean: bool) -> str:
+def memory_state_hash(vm: LibvirtVM, guest: Guest, directory: Path, label: str, clean: bool) -> str:
     """SHA-256 of the guest memory of a *paused* domain (a memory-only dump's contents);
     the dump file is removed when ``clean``."""
     path = directory / f"virtlib-state-{vm.name}-{vm.instance}-{label}.dump"
     try:
-        dom.coreDumpWithFormat(
-            str(path), libvirt.VIR_DOMAIN_CORE_DUMP_FORMAT_RAW, libvirt.VIR_DUMP_MEMORY_ONLY
-        )
+        guest.memory_dump(str(path))
         digest = hashlib.sha256()
         with path.open("rb") as dump:
             for block in iter(lambda: dump.read(1 << 20), b""):
                 digest.update(block)
         return digest.hexdigest()
-    except libvirt.libvirtError as exc:
-        raise VMMigrateFailedError(f"cannot save the state of {vm.name!r}: {message(exc)}") from exc
+    except (VMError, OSError) as exc:
+        raise VMMigrateFailedError(f"cannot save the state of {vm.name!r}: {exc}") from exc
     finally:
         if clean:
             path.unlink(missing_ok=True)
 
 
 class _Worker(threading.Thread):
-    """Runs the blocking migrate call; keeps its result or libvirt error."""
+    """Runs the blocking migrate call; keeps any exception it raised."""
 
-    def __init__(self, call: Callable[[], Any]) -> None:
+    def __init__(self, call: Callable[[], None]) -> None:
         super().__init__(name="virtlib-migrate", daemon=True)
         self._call = call
-        self.result: Any = None
-        self.error: libvirt.libvirtError | None = None
+        self.error: BaseException | None = None
         self.done = threading.Event()
 
     def run(self) -> None:
         try:
-            self.result = self._call()
-        except libvirt.libvirtError as exc:
+            self._call()
+        except BaseException as exc:  # surfaced by the watcher as a migration error
             self.error = exc
         finally:
             self.done.set()
 
 
-def migrate(
-    vm: LibvirtVM,
-    timeout: float = 3600,
-    protocol: str = "tcp",
-    cancel_delay: float | None = None,
-    offline: bool = False,
-    stable_check: bool = False,
-    clean: bool = True,
-    save_path: str = "/tmp",  # noqa: S108 - the seed's default; only a parent for mkdtemp
-    dest_host: str = "localhost",
-    remote_port: int | None = None,
-    progress: ProgressCallback | None = None,
-) -> MigrationResult:
+def migrate(vm: LibvirtVM, request: MigrationRequest) -> MigrationResult:
     """Migrate ``vm``; see the module docstring and BaseVM.migrate for the parameters."""
-    check_protocol(protocol)
-    dest_uri = destination_uri(vm, dest_host)
-    if not vm.is_alive():
+    check_protocol(request.protocol)
+    dest_uri = destination_uri(vm, request.dest_host)
+    if not vm.is_alive() or vm.state is None:
         raise VMStateError(f"cannot migrate {vm.name!r}: it is not running")
+    state = vm.state
     try:
         dest = Host.get(dest_uri)
         dest_conn = dest.conn
-    except Exception as exc:
+    except VMError as exc:
         raise VMMigrateFailedError(f"destination {dest_uri} unreachable: {exc}") from exc
-    dom = vm._dom()
+    guest = vm.guest()
     was_paused = vm.is_paused()
-    pause = (offline or stable_check) and not was_paused
+    pause = (request.offline or request.stable_check) and not was_paused
     local = _is_local_destination(dest_uri)
-    new_ports = _reserve_destination_ports(vm) if local else dict(vm.allocations.ports)
-    dest_xml = _destination_xml(vm, dom, new_ports)
-    states = Path(save_path)
+    ports = _reserve_destination_ports(vm, state) if local else state.allocations.port_map
+    moved = state.moved(dest_uri, state.allocations.with_ports(ports))
+    dest_xml = domxml.render(vm.design(moved, check_resources=False))
+    states = Path(request.save_path)
     try:
         if pause:
-            dom.suspend()
-        before = memory_state_hash(vm, dom, states, "before", clean) if stable_check else ""
-        with _data_channel(protocol, vm.host, save_path, dest_uri, dest_host, remote_port) as uri:
-            params = _migration_params(vm, dest_xml, uri)
-            flags = _migration_flags(dom, live=not (offline or stable_check or was_paused))
-            result = _run_job(
-                vm,
-                dom,
-                lambda: dom.migrate3(dest_conn, params, flags),
-                timeout,
-                cancel_delay,
-                progress,
+            guest.suspend()
+        before = ""
+        if request.stable_check:
+            before = memory_state_hash(vm, guest, states, "before", request.clean)
+        with _data_channel(request, vm.host, dest_uri) as data_uri:
+            params = _migration_params(vm, dest_xml, data_uri)
+            flags = _migration_flags(
+                guest, live=not (request.offline or request.stable_check or was_paused)
             )
-        dest_dom = dest_conn.lookupByUUIDString(vm.uuid)
-        if stable_check:
-            result.state_hashes = (before, memory_state_hash(vm, dest_dom, states, "after", clean))
+            result = _run_job(vm, guest, lambda: guest.migrate(dest_conn, params, flags), request)
+        dest_guest = dest.lookup(state.uuid)
+        if request.stable_check:
+            after = memory_state_hash(vm, dest_guest, states, "after", request.clean)
+            result.state_hashes = (before, after)
     except BaseException:
         if local:
-            _free_ports(vm, new_ports)
+            vm.port_pool().release(
+                vm.instance, set(ports.values()) - set(state.allocations.port_map.values())
+            )
         if pause and vm.is_alive():
-            dom.resume()
+            guest.resume()
         raise
-    _switch_to_destination(vm, dest, dest_dom, dest_xml, new_ports, local)
+    vm.moved_to(moved, dest_guest)
+    if local:
+        vm.port_pool().release(
+            vm.instance, set(state.allocations.port_map.values()) - set(ports.values())
+        )
     if pause:
-        dest_dom.resume()
+        dest_guest.resume()
     result.dest_uri = dest_uri
-    _record_final_stats(result, dest_dom)
+    _record_final_stats(result, dest_guest)
     log.info(
         "%s: migrated to %s in %.2f s (downtime %s ms)",
         vm.name,
@@ -260,19 +240,12 @@ def migrate(
 
 
 @contextlib.contextmanager
-def _data_channel(
-    protocol: str,
-    source: Host,
-    save_path: str,
-    dest_uri: str,
-    dest_host: str,
-    remote_port: int | None,
-) -> Iterator[str]:
+def _data_channel(request: MigrationRequest, source: Host, dest_uri: str) -> Iterator[str]:
     """The migration data URI; a UNIX socket's private directory is removed afterwards."""
-    if protocol != "unix":
-        yield _tcp_uri(dest_uri, dest_host, remote_port)
+    if request.protocol != "unix":
+        yield _tcp_uri(dest_uri, request.dest_host, request.remote_port)
         return
-    sockets = socket_dir(source, save_path)
+    sockets = socket_dir(source, request.save_path)
     try:
         yield f"unix://{sockets / 'migration.sock'}"
     finally:
@@ -289,60 +262,35 @@ def _migration_params(vm: LibvirtVM, dest_xml: str, data_uri: str) -> dict[str, 
     return params
 
 
-def _migration_flags(dom: Any, live: bool) -> int:
+def _migration_flags(guest: Guest, live: bool) -> int:
     flags = libvirt.VIR_MIGRATE_LIVE if live else 0
-    if dom.isPersistent():
+    if guest.is_persistent():
         flags |= libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
     return flags
 
 
-def _switch_to_destination(
-    vm: LibvirtVM,
-    dest: Host,
-    dest_dom: Any,
-    dest_xml: str,
-    new_ports: dict[tuple[int, int], int],
-    local: bool,
-) -> None:
-    """Point the VM object at the destination: URI, ports, host keys, console."""
-    old_ports = dict(vm.allocations.ports)
-    vm.host.remove_reconnect_listener(vm._reconnect_listener)
-    vm.uri = dest.uri
-    vm.params["connect_uri"] = dest.uri
-    vm.spec = dataclasses.replace(vm.spec, connect_uri=dest.uri)
-    vm.allocations.ports = new_ports
-    vm._trust_host_keys()
-    if local:
-        _free_ports(vm, old_ports, keep=new_ports)
-    dest.add_reconnect_listener(vm._reconnect_listener)
-    vm._attach_console(dest_dom)
-    vm.xml = dest_xml
-
-
 def _run_job(
-    vm: LibvirtVM,
-    dom: Any,
-    call: Callable[[], Any],
-    timeout: float,
-    cancel_delay: float | None,
-    progress: ProgressCallback | None,
+    vm: LibvirtVM, guest: Guest, call: Callable[[], None], request: MigrationRequest
 ) -> MigrationResult:
+    """Run ``call`` in a worker, watch the job, abort it on timeout or cancel_delay.
+
+    Long because it is one loop with its exits (success, cancel, timeout, a job that
+    will not stop, failure) side by side; each is a single raise.
+    """
     started = time.monotonic()
     result = MigrationResult(vm.uri, "", 0, None, 0, 0.0)
     worker = _Worker(call)
     worker.start()
     aborted: str | None = None
+    abort_deadline: float | None = None
     while not worker.done.wait(POLL_INTERVAL):
-        elapsed = time.monotonic() - started
-        try:
-            stats = dom.jobStats()
-        except libvirt.libvirtError:
-            stats = {}
-        if stats.get("type", 0) not in (0, libvirt.VIR_DOMAIN_JOB_NONE):
+        now = time.monotonic()
+        stats = guest.job_stats()
+        if guest.job_running(stats):
             sample = _progress(stats, started)
             result.progress.append(sample)
-            if progress is not None:
-                progress(sample)
+            if request.progress is not None:
+                request.progress(sample)
             log.debug(
                 "%s: migration %.0f%% (%d/%d bytes)",
                 vm.name,
@@ -350,39 +298,42 @@ def _run_job(
                 sample.data_processed,
                 sample.data_total,
             )
-        if aborted is None and cancel_delay is not None and elapsed >= cancel_delay:
+        if abort_deadline is not None and now >= abort_deadline:
+            break  # the job ignores the abort: do not wait for it forever
+        if (
+            aborted is None
+            and request.cancel_delay is not None
+            and now - started >= request.cancel_delay
+        ):
             aborted = "cancel"
-        elif aborted is None and elapsed >= timeout:
+        elif aborted is None and now - started >= request.timeout:
             aborted = "timeout"
         else:
             continue
+        abort_deadline = now + ABORT_GRACE
         try:
-            dom.abortJob()
-        except libvirt.libvirtError as exc:
-            log.debug("%s: abortJob: %s", vm.name, message(exc))
-    worker.join()
+            guest.abort_job()
+        except VMError as exc:
+            log.debug("%s: abortJob: %s", vm.name, exc)
     result.wall_time_s = time.monotonic() - started
+    stuck = "" if worker.done.is_set() else f"; the job did not stop within {ABORT_GRACE:g} s"
     if worker.error is None and aborted is None:
         return result
     if aborted == "cancel":
         raise VMMigrateCancelError(
-            f"migration of {vm.name!r} cancelled after {cancel_delay:g} s"
-            + (f": {message(worker.error)}" if worker.error else "")
+            f"migration of {vm.name!r} cancelled after {request.cancel_delay:g} s{stuck}"
+            + (f": {worker.error}" if worker.error else "")
         )
     if aborted == "timeout":
         raise VMMigrateTimeoutError(
-            f"migration of {vm.name!r} did not finish in {timeout:g} s; "
-            "aborted, the VM runs on the source"
+            f"migration of {vm.name!r} did not finish in {request.timeout:g} s; "
+            f"aborted{stuck or ', the VM runs on the source'}"
         )
-    reason = message(worker.error) if worker.error is not None else "unknown error"
-    raise VMMigrateFailedError(f"migration of {vm.name!r} failed: {reason}") from worker.error
+    raise VMMigrateFailedError(f"migration of {vm.name!r} failed: {worker.error}") from worker.error
 
 
-def _record_final_stats(result: MigrationResult, dest_dom: Any) -> None:
-    try:
-        stats = dest_dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
-    except libvirt.libvirtError:
-        stats = {}
+def _record_final_stats(result: MigrationResult, dest_guest: Guest) -> None:
+    stats = dest_guest.job_stats(completed=True)
     result.total_time_ms = int(stats.get("time_elapsed", result.wall_time_s * 1000))
     result.downtime_ms = int(stats["downtime"]) if "downtime" in stats else None
     result.data_transferred = int(
@@ -390,42 +341,10 @@ def _record_final_stats(result: MigrationResult, dest_dom: Any) -> None:
     )
 
 
-def _reserve_destination_ports(vm: LibvirtVM) -> dict[tuple[int, int], int]:
+def _reserve_destination_ports(vm: LibvirtVM, state: VMState) -> dict[PortKey, int]:
     pool = vm.port_pool()
     suffix = f"m{time.monotonic_ns() % 10**9}"
     return {
         key: pool.reserve(vm.instance, f"nic{key[0]}/{key[1]}/{suffix}")
-        for key in vm.allocations.ports
+        for key in state.allocations.port_map
     }
-
-
-def _free_ports(
-    vm: LibvirtVM, ports: dict[tuple[int, int], int], keep: dict[tuple[int, int], int] | None = None
-) -> None:
-    """Drop the reservations of ``ports`` (except those also in ``keep``)."""
-    kept = set((keep or {}).values())
-    with vm.port_pool().table.locked() as rows:
-        for key in [
-            k
-            for k, v in rows.items()
-            if k.startswith(vm.instance + "/") and int(v) in ports.values() and int(v) not in kept
-        ]:
-            rows.pop(key)
-
-
-def _destination_xml(vm: LibvirtVM, dom: Any, ports: dict[tuple[int, int], int]) -> str:
-    """The running domain's migratable XML with the forwards (and the virtlib metadata
-    recording them) moved to ``ports``."""
-    xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
-    if ports == vm.allocations.ports:
-        return str(xml)
-    root = domxml.parse(xml)
-    for arg in root.iter(f"{{{domxml.QEMU_NS}}}arg"):
-        value = arg.get("value", "")
-        for (nic, guest), old in vm.allocations.ports.items():
-            if value.startswith(f"user,id=vlnet{nic},"):
-                value = value.replace(f":{old}-:{guest}", f":{ports[(nic, guest)]}-:{guest}")
-        arg.set("value", value)
-    moved = Allocations(macs=dict(vm.allocations.macs), ports=dict(ports))
-    domxml.replace_metadata(root, metadata.encode(vm.instance, moved, vm.partition))
-    return domxml.to_string(root)

@@ -22,6 +22,7 @@ from virtlib import (
 from virtlib.accel import AccelChoice
 from virtlib.backends.libvirt import designer, domxml
 from virtlib.backends.libvirt.designer import HostFacts, PciDevice
+from virtlib.state import Allocations
 
 KVM = HostFacts("qemu", AccelChoice("kvm", "test"))
 TCG = HostFacts("qemu", AccelChoice("tcg", "test"))
@@ -35,13 +36,13 @@ def make_spec(root: Path, **params: Any) -> VMSpec:
     return VMSpec.from_params("vm1", Params(values), root)
 
 
-def allocations(spec: VMSpec) -> designer.Allocations:
-    result = designer.Allocations()
+def allocations(spec: VMSpec) -> Allocations:
+    macs, ports = {}, {}
     for nic in spec.nics:
-        result.macs[nic.index] = f"52:54:00:00:01:{nic.index:02x}"
+        macs[nic.index] = f"52:54:00:00:01:{nic.index:02x}"
         for port in nic.guest_ports:
-            result.ports[(nic.index, port)] = 30000 + 100 * nic.index + port
-    return result
+            ports[(nic.index, port)] = 30000 + 100 * nic.index + port
+    return Allocations.of(macs, ports)
 
 
 def design(spec: VMSpec, facts: HostFacts = TCG, **kw: Any) -> domxml.DomainConfig:

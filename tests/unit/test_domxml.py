@@ -24,6 +24,7 @@ from lxml import etree
 from virtlib import Params, VMHashMismatchError, VMSpec
 from virtlib.accel import AccelChoice
 from virtlib.backends.libvirt import designer, domxml
+from virtlib.state import Allocations
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 REGEN = os.environ.get("VIRTLIB_REGEN_GOLDEN") == "1"
@@ -125,20 +126,20 @@ def golden_params(kind: str) -> Params:
     return params
 
 
-def fixed_allocations(spec: VMSpec) -> designer.Allocations:
+def fixed_allocations(spec: VMSpec) -> Allocations:
     """MACs 52:54:00:00:00:<n+1>, host port 20000 + guest port (as if reserved)."""
-    allocations = designer.Allocations()
+    macs, ports = {}, {}
     for nic in spec.nics:
-        allocations.macs[nic.index] = f"52:54:00:00:00:{nic.index + 1:02x}"
+        macs[nic.index] = f"52:54:00:00:00:{nic.index + 1:02x}"
         for port in nic.guest_ports:
-            allocations.ports[(nic.index, port)] = 20000 + port
-    return allocations
+            ports[(nic.index, port)] = 20000 + port
+    return Allocations.of(macs, ports)
 
 
 def render_golden(kind: str, media_dir: Path) -> str:
     spec = VMSpec.from_params(f"golden-{kind}", golden_params(kind), media_dir)
     allocations = fixed_allocations(spec)
-    forwards = " ".join(f"{n}:{g}={h}" for (n, g), h in sorted(allocations.ports.items()))
+    forwards = " ".join(f"{n}:{g}={h}" for (n, g), h in allocations.ports)
     config = designer.design(
         spec,
         FACTS[kind],

@@ -307,6 +307,8 @@ ADDED = [
     "VMNotFoundError",
     "VMStateError",
     "HypervisorConnectionError",
+    "HypervisorError",
+    "VMTimeoutError",
     "ImageError",
     "RemoteError",
     "LoginError",

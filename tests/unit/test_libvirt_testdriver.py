@@ -10,6 +10,7 @@ domain behind.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -61,8 +62,8 @@ def console_attaches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Attaching the console records the domain name instead of opening a stream."""
     attached: list[str] = []
 
-    def attach(self: DomainConsole, conn: Any, dom: Any) -> None:
-        attached.append(dom.name())
+    def attach(self: DomainConsole, host: Any, guest: Any) -> None:
+        attached.append(guest.name)
 
     monkeypatch.setattr(DomainConsole, "attach", attach)
     return attached
@@ -154,11 +155,17 @@ def test_create_starts_a_transient_domain(
     assert values.pop("partition", f"{vm.partition.index}/{vm.partition.count}") == (
         f"{vm.partition.index}/{vm.partition.count}"
     )
+    stored_params = json.loads(values.pop("params"))
     assert values == {
+        "format": "2",
         "instance": vm.instance,
         "forwards": f"0:22={vm.get_port(22)}",
         "macs": f"0={vm.get_mac_address(0)}",
+        "accel": "tcg",
+        "root_dir": ".",
     }
+    assert stored_params["kernel"] == vm.params["kernel"]
+    assert "password" not in stored_params  # secrets stay out of the domain XML
     vm.destroy(gracefully=False)
     assert "td-create" not in domain_names(test_driver)
     assert not vm.is_alive()
@@ -212,7 +219,7 @@ def test_libvirt_xml_error_becomes_vmcreateerror(
     vms.append(vm)
     with pytest.raises(VMCreateError) as info:
         vm.create()
-    assert info.value.cmd == vm.xml
+    assert "<name>td-xmlerror</name>" in info.value.cmd
     assert domxml.parse(info.value.cmd).find("devices/interface/mac").get("address") == (
         "01:00:5e:00:00:01"
     )
@@ -227,7 +234,7 @@ def test_libvirt_xml_error_becomes_vmcreateerror(
 def console_taken(monkeypatch: pytest.MonkeyPatch) -> None:
     """Attaching the console fails after the domain has started."""
 
-    def attach(self: DomainConsole, conn: Any, dom: Any) -> None:
+    def attach(self: DomainConsole, host: Any, guest: Any) -> None:
         raise RemoteError("console taken")
 
     monkeypatch.setattr(DomainConsole, "attach", attach)
@@ -258,8 +265,8 @@ def test_failed_create_leaves_no_reconnect_listener(
     with pytest.raises(RemoteError):
         vm.create()
     host = Host.get(URI)
-    leaked = vm._reconnect_listener in host._reconnect_listeners
-    host.remove_reconnect_listener(vm._reconnect_listener)  # do not leak into other tests
+    leaked = vm._on_reconnect in host._reconnect_listeners
+    host.remove_reconnect_listener(vm._on_reconnect)  # do not leak into other tests
     assert not leaked
 
 

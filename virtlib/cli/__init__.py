@@ -29,6 +29,9 @@ def common_options() -> Parser:
     """Options every command takes, before or after its name."""
     common = Parser(add_help=False)
     common.add_argument("--uri", help="libvirt URI (default: the VM's, else qemu:///system)")
+    common.add_argument(
+        "--vm-type", help="the backend of VMs not started by 'virtlib up' (default libvirt)"
+    )
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument("--debug", action="store_true", help="log everything; show tracebacks")
     return common

@@ -5,67 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
-
-import libvirt
 
 from virtlib.accel import KVM_DEVICE, cpu_flags, kvm_device_problem, local_choice
 from virtlib.cli.output import emit, table
+from virtlib.inventory import FAIL, OK, WARN
+from virtlib.inventory import HostCheck as Check
 from virtlib.ports import PORT_RANGE, port_is_free
-
-OK, WARN, FAIL = "ok", "warn", "FAIL"
-
-
-@dataclass
-class Check:
-    name: str
-    status: str
-    detail: str
-    todo: str = ""
-
-
-def _version(number: int) -> str:
-    return f"{number // 1000000}.{number // 1000 % 1000}.{number % 1000}"
-
-
-def _daemon(name: str) -> Check:
-    running = subprocess.run(["pgrep", "-x", name], capture_output=True, check=False)
-    if running.returncode == 0:
-        return Check(name, OK, "running (pid " + running.stdout.decode().split()[0] + ")")
-    return Check(name, FAIL, "not running", f"start it: {name} -d (scripts/setup-host does)")
-
-
-def _libvirt(uri: str) -> list[Check]:
-    try:
-        conn = libvirt.open(uri)
-    except libvirt.libvirtError as exc:
-        return [
-            Check(
-                "libvirt",
-                FAIL,
-                f"{uri} does not answer: {exc.get_error_message()}",
-                "run scripts/setup-host, or start libvirtd; see /var/log/libvirt/libvirtd.log",
-            )
-        ]
-    try:
-        checks = [
-            Check(
-                "libvirt",
-                OK,
-                f"{uri}: libvirt {_version(conn.getLibVersion())}, "
-                f"{conn.getType()} {_version(conn.getVersion())}",
-            )
-        ]
-        caps = conn.getCapabilities()
-        if "<domain type='qemu'" not in caps and '<domain type="qemu"' not in caps:
-            checks.append(
-                Check("emulator", WARN, "no QEMU (TCG) guests offered", "install qemu-system-x86")
-            )
-    finally:
-        conn.close()
-    return checks
+from virtlib.registry import DEFAULT_VM_TYPE, backend_class
 
 
 def _kvm() -> list[Check]:
@@ -142,11 +90,10 @@ def _tools() -> list[Check]:
     return checks
 
 
-def run_checks(uri: str) -> list[Check]:
+def run_checks(uri: str, vm_type: str = DEFAULT_VM_TYPE) -> list[Check]:
+    """The backend's checks of the host at ``uri``, then this machine's."""
     return [
-        _daemon("virtlogd"),
-        _daemon("libvirtd"),
-        *_libvirt(uri),
+        *backend_class(vm_type).host_checks(uri),
         *_kvm(),
         _guest(),
         _ports(),
@@ -155,7 +102,7 @@ def run_checks(uri: str) -> list[Check]:
 
 
 def cmd_host_check(args: argparse.Namespace) -> int:
-    checks = run_checks(args.uri or "qemu:///system")
+    checks = run_checks(args.uri or "qemu:///system", args.vm_type or DEFAULT_VM_TYPE)
     rows = [[c.status, c.name, c.detail + (f"  -> {c.todo}" if c.todo else "")] for c in checks]
     emit(args.json, [asdict(c) for c in checks], table(["", "CHECK", "DETAIL"], rows))
     return 1 if any(c.status == FAIL for c in checks) else 0

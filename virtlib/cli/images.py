@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from virtlib.backends.qemu_img import QemuImg
 from virtlib.cli.output import emit
 from virtlib.errors import VMImageCheckError
 from virtlib.images import convert_image, create_overlay, image_info, resize_image
+from virtlib.registry import image_tool
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -17,7 +17,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     if args.backing:
         create_overlay(args.backing, path, args.backing_format, args.format)
     else:
-        QemuImg().create(path, args.format, args.size, cluster_size=args.cluster_size)
+        image_tool().create(path, args.format, args.size, cluster_size=args.cluster_size)
     emit(args.json, {"path": str(path), "format": args.format}, f"created {path}")
     return 0
 
@@ -40,7 +40,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """Exit 0 when clean (or uncheckable), 1 for leaks or an incomplete check; corruption
     is an error (VMImageCheckError)."""
-    result = QemuImg().check(Path(args.path), args.format)
+    result = image_tool().check(Path(args.path), args.format)
     if result.status == 2:
         raise VMImageCheckError(args.path)
     data = {

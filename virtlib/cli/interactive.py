@@ -14,9 +14,9 @@ import tty
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from virtlib.backends.libvirt.domain import LibvirtVM
 from virtlib.cli.output import emit
 from virtlib.cli.vms import load_vm
+from virtlib.contract import BaseVM
 from virtlib.errors import VMError, VMParamsError
 from virtlib.sessions import ssh
 from virtlib.sessions.transport import BufferSpawn
@@ -94,7 +94,7 @@ def _print_console(spawn: BufferSpawn, stop: threading.Event) -> None:
 
 
 # --- ssh / exec ---
-def _connect(vm: LibvirtVM, timeout: float) -> Any:
+def _connect(vm: BaseVM, timeout: float) -> Any:
     login = vm.spec.login
     return ssh.connect(
         vm.get_address(),
@@ -102,7 +102,7 @@ def _connect(vm: LibvirtVM, timeout: float) -> Any:
         login.username,
         login.password,
         timeout,
-        vm._known_hosts_file(),
+        vm.known_hosts_file(),
         login.host_key_policy,
     )
 

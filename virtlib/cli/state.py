@@ -1,10 +1,12 @@
 """What ``virtlib up`` remembers between invocations: a small JSON file per VM.
 
-The domain itself lives in libvirt (with virtlib's metadata); the state file
-adds what libvirt does not keep: the params the VM was made from and the
-root directory.  Files live in ``$XDG_STATE_HOME/virtlib/vms`` (default
-``~/.local/state/virtlib/vms``), directory 0700 and files 0600, since params
-may hold a guest password.
+The VM itself, and its state (instance, ports, MACs, the params it was made
+from without their secrets), live on the hypervisor (libvirt keeps them in
+the domain's metadata); the state file adds only what the hypervisor cannot
+hold safely or at all: where the VM runs, its backend, and its secrets.
+Files live in ``$XDG_STATE_HOME/virtlib/vms`` (default
+``~/.local/state/virtlib/vms``), directory 0700 and files 0600, since they
+hold a guest password.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ class VMRecord:
 
     name: str
     uri: str
-    params: dict[str, str]
-    root_dir: str = "."
+    params: dict[str, str]  # secrets only (and the VM's own known_hosts file)
+    vm_type: str = "libvirt"
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -68,6 +70,7 @@ class StateStore:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise VMNotFoundError(name, "virtlib's state (start it with 'virtlib up')") from None
+        data.pop("root_dir", None)  # written by virtlib 0.1; the hypervisor holds it now
         return VMRecord(**data)
 
     def remove(self, name: str) -> None:

@@ -8,26 +8,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import libvirt
-
-from virtlib.backends.libvirt import domxml
-from virtlib.backends.libvirt.domain import STATE_NAMES, LibvirtVM
-from virtlib.backends.libvirt.host import Host
-from virtlib.backends.libvirt.migration import MigrationProgress
 from virtlib.cli.output import Progress, emit, table
 from virtlib.cli.state import StateStore, VMRecord
+from virtlib.contract import BaseVM
 from virtlib.errors import VMError, VMNotFoundError, VMParamsError
+from virtlib.migration import MigrationProgress
 from virtlib.params import Params, parse_assignment
+from virtlib.registry import DEFAULT_VM_TYPE, backend_class, new_vm
 from virtlib.spec import BUNDLED, VMSpec
+from virtlib.state import secret_params
 from virtlib.textutil import random_string
 
 DEFAULT_URI = "qemu:///system"
 
 
 # --- shared -------------------------------------------------------------------------------
-def build_params(params_file: str | None, assignments: list[str], uri: str | None) -> Params:
+def build_params(
+    params_file: str | None, assignments: list[str], uri: str | None, vm_type: str | None = None
+) -> Params:
     """Params for a new VM: defaults, then the file, then ``--set key=value`` (in order)."""
-    params = Params(vm_type="libvirt")
+    params = Params(vm_type=DEFAULT_VM_TYPE)
     if params_file:
         params.update(Params.from_file(params_file))
     for assignment in assignments:
@@ -35,55 +35,50 @@ def build_params(params_file: str | None, assignments: list[str], uri: str | Non
         params[key] = value
     if uri:
         params["connect_uri"] = uri
+    if vm_type:
+        params["vm_type"] = vm_type
     return params
 
 
-def load_vm(args: argparse.Namespace, attach_console: bool = False) -> LibvirtVM:
-    """The VM named ``args.name``: from virtlib's state file, else adopted from libvirt."""
-    store = StateStore()
+def load_vm(args: argparse.Namespace, attach_console: bool = False) -> BaseVM:
+    """The VM named ``args.name``, adopted from its hypervisor.
+
+    The state file adds what the hypervisor does not hold (secrets, where the VM
+    runs, its backend); without one, ``--uri`` and ``--vm-type`` say where to look.
+    """
     try:
-        record = store.load(args.name)
+        record = StateStore().load(args.name)
     except VMNotFoundError:
-        uri = args.uri or DEFAULT_URI
-        return LibvirtVM.adopt(args.name, Params(connect_uri=uri), ".", attach_console)
-    return LibvirtVM.adopt(record.name, Params(record.params), record.root_dir, attach_console)
+        params = Params(connect_uri=args.uri or DEFAULT_URI)
+        cls = backend_class(getattr(args, "vm_type", None) or DEFAULT_VM_TYPE)
+        return cls.adopt(args.name, params, ".", attach_console)
+    params = Params(record.params)
+    params["connect_uri"] = record.uri
+    return backend_class(record.vm_type).adopt(record.name, params, ".", attach_console)
+
+
+def _record(vm: BaseVM) -> VMRecord:
+    """What the state file keeps for ``vm``: where it runs, its backend, its secrets."""
+    params = vm.params
+    known_hosts = params.get("ssh_known_hosts", "")
+    kept = secret_params(params) | ({"ssh_known_hosts": known_hosts} if known_hosts else {})
+    return VMRecord(name=vm.name, uri=vm.uri, params=kept, vm_type=vm.BACKEND)
 
 
 @contextlib.contextmanager
-def released(vm: LibvirtVM) -> Iterator[LibvirtVM]:
-    """Use a VM in this invocation, then forget it here (the domain keeps running)."""
+def released(vm: BaseVM) -> Iterator[BaseVM]:
+    """Use a VM in this invocation, then forget it here (the VM keeps running)."""
     try:
         yield vm
     finally:
         vm.release()
 
 
-def vm_info(vm: LibvirtVM) -> dict[str, Any]:
-    dom = vm.host.lookup(vm.uuid or vm.name)
-    state, _max_mem, memory_kib, vcpus, _cpu_time = dom.info()
-    forwards = {
-        f"nic{nic}:{guest}": f"127.0.0.1:{host}"
-        for (nic, guest), host in sorted(vm.allocations.ports.items())
-    }
-    return {
-        "name": vm.name,
-        "uri": vm.uri,
-        "uuid": vm.uuid,
-        "state": STATE_NAMES.get(state, str(state)),
-        "vcpus": vcpus,
-        "memory_mib": memory_kib // 1024,
-        "domain_type": domxml.parse(vm.xml).get("type", ""),
-        "macs": {f"nic{n}": mac for n, mac in sorted(vm.allocations.macs.items())},
-        "forwards": forwards,
-        "instance": vm.instance,
-    }
-
-
 # --- up -------------------------------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
     store = StateStore()
     name = args.name or f"virtlib-{random_string(6)}"
-    params = build_params(args.params, args.set or [], args.uri)
+    params = build_params(args.params, args.set or [], args.uri, args.vm_type)
     root_dir = str(Path(args.root_dir).resolve())
     spec = VMSpec.from_params(name, params, root_dir)  # bad params fail before anything exists
     try:
@@ -94,19 +89,19 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise VMParamsError(f"a VM named {name!r} is already up (virtlib destroy {name})")
     if spec.guest != BUNDLED:
         params["ssh_known_hosts"] = str(store.known_hosts(name))
-    vm = LibvirtVM(name, params, root_dir)
+    vm = new_vm(name, params, root_dir)
     progress = Progress(f"up {name}")
     vm.create()
     try:
         if not args.no_wait:
             progress.update(0.5, "booting, waiting for the serial login")
             vm.wait_for_serial_login(timeout=args.timeout)
-        store.save(VMRecord(name=name, uri=vm.uri, params=dict(params), root_dir=root_dir))
+        store.save(_record(vm))
+        info = vm.info()
     except BaseException:
         vm.destroy(gracefully=False)
         raise
-    progress.done(f"({vm.accel})" if vm.accel else "")
-    info = vm_info(vm)
+    progress.done(f"({info['accel']})" if info.get("accel") else "")
     vm.release()
     ssh = info["forwards"].get("nic0:22", "no SSH forward")
     emit(args.json, info, f"{name} is up on {vm.uri} (ssh: {ssh})")
@@ -122,32 +117,15 @@ def _uris(args: argparse.Namespace, store: StateStore) -> list[str]:
 
 def cmd_list(args: argparse.Namespace) -> int:
     store = StateStore()
+    cls = backend_class(args.vm_type or DEFAULT_VM_TYPE)
     rows = []
     for uri in _uris(args, store):
         try:
-            domains = Host.get(uri).conn.listAllDomains()
+            found = cls.managed_vms(uri)
         except VMError as exc:
             rows.append({"name": "-", "uri": uri, "state": f"unreachable: {exc}", "ssh": ""})
             continue
-        for dom in domains:
-            try:
-                meta = domxml.read_metadata(domxml.parse(dom.XMLDesc(0)))
-                state = STATE_NAMES.get(dom.state()[0], "?")
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    continue  # gone since it was listed (another process destroyed it)
-                raise
-            if not meta.get("instance"):
-                continue
-            ssh = next(
-                (
-                    f"127.0.0.1:{p.split('=')[1]}"
-                    for p in meta.get("forwards", "").split()
-                    if p.startswith("0:22=")
-                ),
-                "",
-            )
-            rows.append({"name": dom.name(), "uri": uri, "state": state, "ssh": ssh})
+        rows += [{"name": v.name, "uri": uri, "state": v.state, "ssh": v.ssh} for v in found]
     text = (
         table(
             ["NAME", "STATE", "SSH", "URI"],
@@ -162,7 +140,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     with released(load_vm(args)) as vm:
-        info = vm_info(vm)
+        info = vm.info()
     text = "\n".join(f"{k:12} {v}" for k, v in info.items())
     emit(args.json, info, text)
     return 0
@@ -192,8 +170,15 @@ def cmd_save(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    record = StateStore().load(args.name)  # a saved VM has no domain: rebuild it from its state
-    with released(LibvirtVM(record.name, Params(record.params), record.root_dir)) as vm:
+    """A saved VM has no domain: the save file holds its state; the record adds secrets."""
+    try:
+        record = StateStore().load(args.name)
+        params = Params(record.params, connect_uri=record.uri, vm_type=record.vm_type)
+    except VMNotFoundError:
+        params = Params(
+            connect_uri=args.uri or DEFAULT_URI, vm_type=args.vm_type or DEFAULT_VM_TYPE
+        )
+    with released(new_vm(args.name, params)) as vm:
         vm.restore_from_file(str(Path(args.file).resolve()))
     emit(args.json, {"name": vm.name, "file": args.file}, f"{vm.name} restored from {args.file}")
     return 0
@@ -220,14 +205,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             timeout=args.timeout, protocol=args.protocol, offline=args.offline, progress=show
         )
         progress.done(f"(downtime {result.downtime_ms} ms)")
-        try:
-            record = store.load(vm.name)
-        except VMNotFoundError:
-            record = VMRecord(name=vm.name, uri=vm.uri, params=dict(vm.params))
-        record.uri = vm.uri
-        record.params["connect_uri"] = vm.uri
-        record.params.pop("migration_dest_uri", None)
-        store.save(record)
+        store.save(_record(vm))
     finally:
         vm.release()
     data = {

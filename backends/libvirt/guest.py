@@ -1,0 +1,254 @@
+"""A libvirt domain behind a small wrapper whose calls translate libvirt's errors (nova's Guest).
+
+Code above the wrapper speaks virtlib's types: states come back as
+:class:`GuestState`, errors as virtlib errors (:mod:`.errors`), and no
+``libvirt`` constant is needed to read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+import libvirt
+
+from virtlib.backends.libvirt.errors import ErrorFactory, translated
+from virtlib.errors import VMError, VMNotFoundError
+
+T = TypeVar("T")
+
+STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "no state",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting down",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended by guest power management",
+}
+SHUTOFF_REASONS = {
+    libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN: "unknown",
+    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed",
+    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: "migrated",
+    libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved",
+    libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed",
+    libvirt.VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT: "from snapshot",
+    libvirt.VIR_DOMAIN_SHUTOFF_DAEMON: "daemon",
+}
+CRASHED_REASONS = {
+    libvirt.VIR_DOMAIN_CRASHED_UNKNOWN: "crashed",
+    libvirt.VIR_DOMAIN_CRASHED_PANICKED: "panicked",
+}
+PAUSED_REASONS = {
+    libvirt.VIR_DOMAIN_PAUSED_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PAUSED_IOERROR: "I/O error",
+    libvirt.VIR_DOMAIN_PAUSED_WATCHDOG: "watchdog",
+    libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED: "post-copy failed",
+}
+ALIVE_STATES = frozenset(
+    {
+        libvirt.VIR_DOMAIN_RUNNING,
+        libvirt.VIR_DOMAIN_BLOCKED,
+        libvirt.VIR_DOMAIN_PAUSED,
+        libvirt.VIR_DOMAIN_SHUTDOWN,
+        libvirt.VIR_DOMAIN_PMSUSPENDED,
+    }
+)
+UNDEFINE_FLAGS = (
+    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+    | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+    | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+)
+INTERFACE_SOURCES = (
+    libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
+    libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
+    libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP,
+)
+IPV4 = libvirt.VIR_IP_ADDR_TYPE_IPV4
+
+
+@dataclass(frozen=True)
+class GuestState:
+    """A domain's state and its reason, as libvirt reports them."""
+
+    state: int
+    reason: int
+
+    @property
+    def alive(self) -> bool:
+        return self.state in ALIVE_STATES
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.state == libvirt.VIR_DOMAIN_PAUSED)
+
+    @property
+    def crashed(self) -> bool:
+        return self.state == libvirt.VIR_DOMAIN_CRASHED or (
+            self.state in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_PAUSED)
+            and self.reason_name == "crashed"
+        )
+
+    @property
+    def name(self) -> str:
+        return STATE_NAMES.get(self.state, str(self.state))
+
+    @property
+    def reason_name(self) -> str:
+        table = {
+            libvirt.VIR_DOMAIN_SHUTOFF: SHUTOFF_REASONS,
+            libvirt.VIR_DOMAIN_CRASHED: CRASHED_REASONS,
+            libvirt.VIR_DOMAIN_PAUSED: PAUSED_REASONS,
+        }.get(self.state, {})
+        return table.get(self.reason, str(self.reason))
+
+
+class Guest:
+    """One domain on one URI (see the module docstring)."""
+
+    def __init__(self, uri: str, dom: libvirt.virDomain) -> None:
+        self.uri = uri
+        self.dom = dom
+        self.name = str(dom.name())
+        self.uuid = str(dom.UUIDString())
+
+    def _call(
+        self,
+        what: str,
+        call: Callable[[], T],
+        overrides: dict[int, ErrorFactory] | None = None,
+        default: ErrorFactory | None = None,
+    ) -> T:
+        with translated(what, self.uri, self.name, overrides, default):
+            return call()
+
+    # --- state -----------------------------------------------------------------------------
+    def state(self) -> GuestState:
+        state, reason = self._call("query the state of", self.dom.state)
+        return GuestState(int(state), int(reason))
+
+    def state_or_none(self) -> GuestState | None:
+        """The state, or None when the domain is gone."""
+        try:
+            return self.state()
+        except VMNotFoundError:
+            return None
+
+    def is_active(self) -> bool:
+        return bool(self._call("query", self.dom.isActive))
+
+    def is_persistent(self) -> bool:
+        return bool(self._call("query", self.dom.isPersistent))
+
+    def xml(self, migratable: bool = False) -> str:
+        flags = libvirt.VIR_DOMAIN_XML_MIGRATABLE if migratable else 0
+        return str(self._call("read the XML of", lambda: self.dom.XMLDesc(flags)))
+
+    def info(self) -> tuple[int, int, int, int]:
+        """(state, max memory KiB, memory KiB, vCPUs)."""
+        state, max_mem, memory, vcpus, _cpu_time = self._call("query", self.dom.info)
+        return int(state), int(max_mem), int(memory), int(vcpus)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def resume(self, default: ErrorFactory | None = None) -> None:
+        self._call("resume", self.dom.resume, default=default)
+
+    def suspend(self) -> None:
+        self._call("pause", self.dom.suspend)
+
+    def destroy(self) -> None:
+        self._call("destroy", self.dom.destroy)
+
+    def undefine(self) -> None:
+        self._call("undefine", lambda: self.dom.undefineFlags(UNDEFINE_FLAGS))
+
+    def remove(self) -> None:
+        """Destroy and undefine; a domain that is already gone is fine."""
+        try:
+            persistent = self.is_persistent()  # ask first: a transient domain ends with destroy
+            if self.is_active():
+                self.destroy()
+            if persistent:
+                self.undefine()
+        except VMNotFoundError:
+            return
+
+    def shutdown(self) -> None:
+        self._call("shut down", self.dom.shutdown)
+
+    def reset(self) -> None:
+        self._call("reset", lambda: self.dom.reset(0))
+
+    def send_keys(self, codes: list[int]) -> None:
+        self._call(
+            "send keys to",
+            lambda: self.dom.sendKey(libvirt.VIR_KEYCODE_SET_LINUX, 0, codes, len(codes), 0),
+        )
+
+    def save(self, path: str) -> None:
+        self._call("save", lambda: self.dom.save(path))
+
+    def memory_dump(self, path: str) -> None:
+        """A raw memory-only core dump (the guest's RAM) into ``path``."""
+        self._call(
+            "dump the memory of",
+            lambda: self.dom.coreDumpWithFormat(
+                path, libvirt.VIR_DOMAIN_CORE_DUMP_FORMAT_RAW, libvirt.VIR_DUMP_MEMORY_ONLY
+            ),
+        )
+
+    # --- jobs and migration --------------------------------------------------------------------
+    def job_stats(self, completed: bool = False) -> dict[str, Any]:
+        """The current (or last completed) job's statistics; {} when there is none."""
+        flags = libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED if completed else 0
+        try:
+            stats = self._call("read the job of", lambda: self.dom.jobStats(flags))
+        except VMError:  # no job, no domain, or a driver that cannot say: nothing to report
+            return {}
+        return dict(stats or {})
+
+    @staticmethod
+    def job_running(stats: dict[str, Any]) -> bool:
+        return stats.get("type", 0) not in (0, libvirt.VIR_DOMAIN_JOB_NONE)
+
+    def abort_job(self) -> None:
+        self._call("abort the job of", self.dom.abortJob)
+
+    def migrate(
+        self,
+        dest_conn: libvirt.virConnect,
+        params: dict[str, Any],
+        flags: int,
+        default: ErrorFactory | None = None,
+    ) -> None:
+        self._call("migrate", lambda: self.dom.migrate3(dest_conn, params, flags), default=default)
+
+    # --- devices and addresses -----------------------------------------------------------
+    def interface_addresses(self) -> list[dict[str, Any]]:
+        """Interfaces with addresses, from the DHCP lease, then the guest agent, then ARP."""
+        for source in INTERFACE_SOURCES:
+            try:
+                found: dict[str, Any] = self._call(
+                    "read the addresses of", partial(self.dom.interfaceAddresses, source, 0)
+                )
+            except VMError:  # this source does not know: ask the next
+                continue
+            if found:
+                return list(found.values())
+        return []
+
+    def open_console(self, stream: Any, overrides: dict[int, ErrorFactory] | None = None) -> None:
+        self._call(
+            "open the console of",
+            lambda: self.dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE),
+            overrides,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Guest {self.name!r} on {self.uri}>"
