@@ -549,6 +549,7 @@ class LibvirtVM(BaseVM):
         guest = host.lookup(uuid)
         if self.state is None:
             self.instance = state.instance
+        self.params = Params(state.params)
         self._set_state(state)
         self._guest_cache = ((host.uri, host.generation, uuid), guest)
         self._listen(host, uuid)

@@ -104,6 +104,19 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, VMNotFoundError):
             return EXIT_NOT_FOUND
         return EXIT_USAGE if isinstance(exc, VMParamsError) else EXIT_FAILED
+    except OSError as exc:  # a file or socket of the host: say which, no traceback
+        if args.debug:
+            raise
+        print(f"virtlib: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # a bug: one line, and how to see more
+        if args.debug:
+            raise
+        print(
+            f"virtlib: internal error: {type(exc).__name__}: {exc} (--debug shows the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     return status
 
 
