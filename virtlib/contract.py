@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from virtlib import sessions, transfer
+from virtlib.crashscan import KernelCrash, find_crash
 from virtlib.errors import (
     LoginAuthenticationError,
     LoginError,
@@ -48,8 +49,6 @@ if TYPE_CHECKING:
     from virtlib.sessions.shell import ShellSession
 
 log = logging.getLogger(__name__)
-
-KERNEL_CRASH_RE = re.compile(r"BUG:.*---\[ end trace .* \]---", re.DOTALL | re.MULTILINE)
 
 
 class BaseVM(abc.ABC):
@@ -165,12 +164,21 @@ class BaseVM(abc.ABC):
     def verify_kernel_crash(self) -> None:
         """Find a kernel crash message on the VM's serial console.
 
-        :raises VMDeadKernelCrashError: a kernel crash trace was found.
+        Oopses, ``BUG:`` reports, ``Kernel panic - not syncing`` and general protection
+        faults, with their call traces up to the ``---[ end ... ]---`` trailer (see
+        :mod:`virtlib.crashscan`).
+
+        :raises VMDeadKernelCrashError: a kernel crash report was found (the excerpt).
         """
-        if self.serial_console is not None:
-            match = KERNEL_CRASH_RE.search(self.serial_console.get_output())
-            if match is not None:
-                raise VMDeadKernelCrashError(match.group(0))
+        crash = self.kernel_crash()
+        if crash is not None:
+            raise VMDeadKernelCrashError(crash.text)
+
+    def kernel_crash(self) -> KernelCrash | None:
+        """The first kernel crash report on the serial console so far (None without one)."""
+        if self.serial_console is None:
+            return None
+        return find_crash(self.serial_console.get_output())
 
     def login(self, nic_index: int = 0, timeout: float = 10) -> ShellSession:
         """Log into the guest over SSH, telnet or nc (``shell_client``).

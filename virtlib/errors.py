@@ -53,6 +53,29 @@ class VMImageMissingError(VMError):
         return f"CD image file not found: {self.filename!r}"
 
 
+class VMFileMissingError(VMImageMissingError):
+    """A file the VM needs is missing (a VMImageMissingError, as the seed's callers catch):
+    which file it is (``what``: "disk image 'disk1'", "kernel"), for which VM, the param
+    behind it, and a ``hint``."""
+
+    def __init__(
+        self, filename: str, what: str, vm: str = "", param: str = "", hint: str = ""
+    ) -> None:
+        VMImageMissingError.__init__(self, filename)
+        self.args = (filename, what, vm, param, hint)
+        self.what = what
+        self.vm = vm
+        self.param = param
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = f"VM {self.vm!r}: " if self.vm else ""
+        text += f"{self.what} not found: {self.filename!r}"
+        if self.param:
+            text += f" (parameter {self.param!r})"
+        return f"{text}; {self.hint}" if self.hint else text
+
+
 class VMImageCheckError(VMError):
     def __init__(self, filename: str) -> None:
         VMError.__init__(self, filename)

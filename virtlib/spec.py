@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from virtlib.errors import VMParamsError
+from virtlib.image_types import check_size
 from virtlib.params import Params
 from virtlib.textutil import unescape
 
@@ -78,13 +79,27 @@ def image_filename(params: Params, root_dir: str | Path) -> Path:
 
 
 def _guest_choice(params: Params) -> str:
-    """``guest``: "bundled" (the default when no kernel, image or cdrom is given) or "none"."""
-    has_boot_media = bool(
-        params.get("kernel", "").strip() or params.objects("images") or params.objects("cdroms")
-    )
+    """``guest``: "bundled" (the default when no kernel, image or cdrom is given) or "none".
+
+    ``initrd`` needs ``kernel`` (the bundled guest brings its own); ``kernel_args``
+    without ``kernel`` are appended to the bundled guest's and have nothing to apply
+    to on a guest that boots from its own disk or CD.
+    """
+    kernel = params.get("kernel", "").strip()
+    has_boot_media = bool(kernel or params.objects("images") or params.objects("cdroms"))
     guest = params.get("guest", "none" if has_boot_media else BUNDLED).strip()
     if guest not in (BUNDLED, "none"):
         raise VMParamsError(f"parameter 'guest' must be 'bundled' or 'none'; got {guest!r}")
+    if not kernel and params.get("initrd", "").strip():
+        raise VMParamsError(
+            f"parameter 'initrd' ({params['initrd']!r}) needs 'kernel' "
+            "(the bundled guest brings its own initrd)"
+        )
+    if not kernel and guest != BUNDLED and params.get("kernel_args", "").strip():
+        raise VMParamsError(
+            f"parameter 'kernel_args' ({params['kernel_args']!r}) needs 'kernel': "
+            "a guest that boots from its own disk or CD takes its kernel command line from there"
+        )
     return guest
 
 
@@ -161,6 +176,13 @@ class DiskSpec:
     def from_params(cls, name: str, params: Params, root_dir: str | Path) -> DiskSpec:
         raw = params.get_boolean("image_raw_device")
         fmt = _choice(params, "image_format", "qcow2", DISK_FORMATS)
+        size = params.get("image_size", "10G")
+        create = params.get_boolean("create_image")
+        if create:
+            try:
+                check_size(size)
+            except VMParamsError as exc:
+                raise VMParamsError(f"parameter 'image_size' of image {name!r}: {exc}") from None
         return cls(
             name=name,
             path=image_filename(params, root_dir),
@@ -168,8 +190,8 @@ class DiskSpec:
             bus=_choice(params, "drive_format", "virtio", DISK_BUSES),
             readonly=params.get_boolean("image_readonly"),
             raw_device=raw,
-            size=params.get("image_size", "10G"),
-            create=params.get_boolean("create_image"),
+            size=size,
+            create=create,
             remove=params.get_boolean("remove_image"),
             cluster_size=params.get("image_cluster_size", ""),
         )
@@ -264,6 +286,7 @@ class VMSpec:
     on_poweroff: str
     uuid: str
     hugepages: bool
+    pvpanic: bool
     pci_assignable: str
     pci_devices_requested: int
     login: LoginSpec
@@ -278,7 +301,21 @@ class VMSpec:
 
     @classmethod
     def from_params(cls, name: str, params: Params, root_dir: str | Path = ".") -> VMSpec:
-        """Parse and check every key a VM uses; raise VMParamsError on the first bad one."""
+        """Parse and check every key a VM uses; raise VMParamsError on the first bad one.
+
+        The error names the VM (``VM 'web1': parameter 'mem' ...``).
+        """
+        try:
+            return cls._parse(name, params, root_dir)
+        except VMParamsError as exc:
+            if type(exc) is not VMParamsError or not name:
+                raise
+            raise VMParamsError(f"VM {name!r}: {exc}") from None
+
+    @classmethod
+    def _parse(cls, name: str, params: Params, root_dir: str | Path) -> VMSpec:
+        """The parse behind from_params.  Long because it is one keyword per field of the
+        spec, in the dataclass's order: split, the keys would scatter over helpers."""
         if not name or "/" in name or name != name.strip():
             raise VMParamsError(f"invalid VM name {name!r}")
         guest = _guest_choice(params)
@@ -335,6 +372,7 @@ class VMSpec:
             on_poweroff=_choice(params, "on_poweroff", "destroy", LIFECYCLE_ACTIONS),
             uuid=uuid,
             hugepages=params.get_boolean("hugepage"),
+            pvpanic=params.get_boolean("pvpanic", True),
             pci_assignable=pci_assignable,
             pci_devices_requested=_positive(params, "devices_requested", 1),
             login=login,

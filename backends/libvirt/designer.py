@@ -23,9 +23,9 @@ from virtlib.backends.libvirt.domxml import (
 )
 from virtlib.errors import (
     VMBadPATypeError,
+    VMFileMissingError,
     VMHashMismatchError,
     VMHugePageError,
-    VMImageMissingError,
     VMPAError,
     VMParamsError,
 )
@@ -107,7 +107,7 @@ def design(
     """
     template, domain_type = template_and_type(spec, facts)
     xen = template.startswith("xen")
-    disks = _disks(spec.disks, spec.cdroms, xen=xen, pv=template == "xen-pv")
+    disks = _disks(spec.name, spec.disks, spec.cdroms, xen=xen, pv=template == "xen-pv")
     interfaces, user_nets = _nics(spec.nics, allocations, xen)
     if spec.hugepages and check_resources:
         _check_hugepages(spec, facts)
@@ -132,6 +132,7 @@ def design(
         user_nets=user_nets,
         hostdevs=_hostdevs(spec, facts) if check_resources else (),
         hugepages=spec.hugepages,
+        panic_model="isa" if spec.pvpanic and not xen else "",
         on_poweroff=spec.on_poweroff,
         on_reboot=spec.on_reboot,
         on_crash=spec.on_crash,
@@ -145,9 +146,9 @@ def boot_media(spec: VMSpec) -> BootMedia | None:
         if spec.initrd is not None:
             raise VMParamsError("parameter 'initrd' needs 'kernel'")
         return None
-    for path in (spec.kernel, spec.initrd):
+    for path, what in ((spec.kernel, "kernel"), (spec.initrd, "initrd")):
         if path is not None and not path.exists():
-            raise VMImageMissingError(str(path))
+            raise VMFileMissingError(str(path), what, spec.name, what)
     return BootMedia(spec.kernel, spec.initrd, spec.kernel_args)
 
 
@@ -183,14 +184,31 @@ def _cdrom_bus(bus: str, xen: bool, pv: bool) -> str:
     return "xen" if pv else "ide" if xen else bus
 
 
+def missing_disk(vm: str, disk: DiskSpec) -> VMFileMissingError:
+    """The error for a disk image that is not there, with the appended format explained."""
+    suffix = f".{disk.format}"
+    hint = ""
+    if disk.path.name.endswith(suffix + suffix):
+        hint = (
+            f"image_format {disk.format!r} is appended to image_name, so "
+            f"{disk.path.name[: -len(suffix)]!r} names {disk.path.name!r}: "
+            f"write image_name without {suffix!r}"
+        )
+    elif not disk.create:
+        hint = "create it, or set create_image = yes"
+    return VMFileMissingError(
+        str(disk.path), f"disk image {disk.name!r}", vm, f"image_name_{disk.name}", hint
+    )
+
+
 def _disks(
-    disks: tuple[DiskSpec, ...], cdroms: tuple[CdromSpec, ...], xen: bool, pv: bool
+    vm: str, disks: tuple[DiskSpec, ...], cdroms: tuple[CdromSpec, ...], xen: bool, pv: bool
 ) -> tuple[DiskConfig, ...]:
     next_name = _target_names()
     result = []
     for disk in disks:
         if not disk.raw_device and not disk.path.exists():
-            raise VMImageMissingError(str(disk.path))
+            raise missing_disk(vm, disk)
         bus = _disk_bus(disk.bus, xen, pv)
         result.append(
             DiskConfig(
@@ -204,7 +222,7 @@ def _disks(
         )
     for cdrom in cdroms:
         if cdrom.path is not None:
-            check_cdrom(cdrom)
+            check_cdrom(cdrom, vm)
         bus = _cdrom_bus(cdrom.bus, xen, pv)
         result.append(
             DiskConfig(
@@ -219,12 +237,14 @@ def _disks(
     return tuple(result)
 
 
-def check_cdrom(cdrom: CdromSpec) -> None:
+def check_cdrom(cdrom: CdromSpec, vm: str = "") -> None:
     """The ISO exists and matches its md5sum/sha1sum when one is given."""
     if cdrom.path is None:
         return
     if not cdrom.path.is_file():
-        raise VMImageMissingError(str(cdrom.path))
+        raise VMFileMissingError(
+            str(cdrom.path), f"CD image {cdrom.name!r}", vm, f"cdrom_{cdrom.name}"
+        )
     for algorithm, expected in (("md5", cdrom.md5sum), ("sha1", cdrom.sha1sum)):
         if expected:
             actual = file_hash(cdrom.path, algorithm)

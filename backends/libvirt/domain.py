@@ -34,7 +34,11 @@ from virtlib.backends.libvirt.events import DomainEvent
 from virtlib.backends.libvirt.facts import host_facts, running_accel
 from virtlib.backends.libvirt.guest import IPV4, Guest, GuestState
 from virtlib.backends.libvirt.host import Host, require_uri
-from virtlib.backends.libvirt.lifecycle import reboot_guest, shutdown_gracefully
+from virtlib.backends.libvirt.lifecycle import (
+    reboot_guest,
+    shutdown_gracefully,
+    wait_for_crash_dump,
+)
 from virtlib.contract import BaseVM
 from virtlib.errors import (
     VMCreateError,
@@ -188,6 +192,7 @@ class LibvirtVM(BaseVM):
             self.destroy(gracefully=False, free_mac_addresses=False)
         host = Host.get(require_uri(self.spec.connect_uri))
         created_images: list[str] = []
+        self.stop_reason = ""
         try:
             self._set_state(self._new_state(host, mac_source, previous_uuid))
             created_images = self._create_images()
@@ -342,11 +347,15 @@ class LibvirtVM(BaseVM):
                 host.events.unwatch(self.state.uuid, self._on_event)
 
     def _on_event(self, event: DomainEvent) -> None:
-        """On libvirt's event-loop thread: only record."""
-        if event.crashed:
-            self.stop_reason = "crashed"
-        elif event.stopped and not self.stop_reason:
-            self.stop_reason = "stopped"
+        """On libvirt's event-loop thread: only record why the domain stopped (a crash is kept:
+        the destroy that follows it on ``on_crash = destroy`` does not hide it; a reboot, as
+        ``on_crash = restart`` does, ends it)."""
+        if event.kind == "reboot":
+            self.stop_reason = ""
+            return
+        reason = event.stop_reason
+        if reason is not None and self.stop_reason != "crashed":
+            self.stop_reason = reason
 
     def _on_reconnect(self) -> None:
         """libvirtd came back: re-attach the console of a running domain."""
@@ -412,13 +421,35 @@ class LibvirtVM(BaseVM):
         return state is not None and state.paused
 
     def verify_alive(self) -> None:
-        """:raises VMDeadError: with libvirt's state and reason when the domain is not running."""
+        """Make sure the VM runs.
+
+        :raises VMDeadError: ``reason`` says why it does not ("crashed", "killed",
+            "shutdown", "destroyed", "no domain", ...), recorded from libvirt's events
+            as they happened (a transient domain vanishes when it stops) or read from
+            its state; ``detail`` has the kernel's panic text for a crash.
+        """
         state = self._guest_state()
-        if state is None:
+        if state is not None and state.alive:
+            return
+        if state is not None and state.crashed:
+            reason = "crashed"
+        elif state is not None:
+            reason = self.stop_reason or state.reason_name
+        else:
             reason = self.stop_reason or "no domain"
-            raise VMDeadError(reason, f"{self.name!r} is not running on {self.uri}")
-        if not state.alive:
-            raise VMDeadError(state.name, state.reason_name)
+        raise VMDeadError(reason, self._death_detail(reason, state))
+
+    def _death_detail(self, reason: str, state: GuestState | None) -> str:
+        crash = self.kernel_crash()
+        where = f"{self.name!r} on {self.uri}"
+        if reason == "crashed":
+            text = crash.text if crash else "no panic text on the serial console"
+            return f"the guest of {where} crashed: {text}"
+        if reason == "killed":
+            return f"QEMU of {where} ended without the guest shutting down (killed, or it crashed)"
+        if state is None:
+            return f"{where} is not running"
+        return f"{where} is {state.name} ({state.reason_name})"
 
     def pause(self) -> None:
         self.guest().suspend()
@@ -485,11 +516,24 @@ class LibvirtVM(BaseVM):
             guest = self.guest()
         except VMNotFoundError:
             return
-        if gracefully:
-            state = guest.state_or_none()
-            if state is not None and state.alive and not state.crashed:
-                shutdown_gracefully(self, guest)
+        if self.stop_reason == "crashed" and self.spec.on_crash.startswith("coredump"):
+            wait_for_crash_dump(self, guest)  # libvirt is writing the dump: let it finish
+        if gracefully and self._can_shut_down(guest):
+            shutdown_gracefully(self, guest)
         guest.remove()
+
+    def _can_shut_down(self, guest: Guest) -> bool:
+        """A graceful shutdown is worth trying: the guest runs and has not crashed (a
+        panicked kernel answers neither a shell nor ACPI)."""
+        state = guest.state_or_none()
+        if state is None or not state.alive or state.crashed or state.paused:
+            return False
+        if self.stop_reason == "crashed":
+            return False
+        if self.spec.pvpanic:  # a panic would have reached libvirt
+            return True
+        crash = self.kernel_crash()
+        return crash is None or not crash.panic
 
     def _forget(self, free_mac_addresses: bool) -> None:
         """Local teardown: console, reservations, listeners, private files, state."""

@@ -98,6 +98,7 @@ class DomainConfig:
     user_nets: tuple[UserNetConfig, ...] = ()
     hostdevs: tuple[HostdevConfig, ...] = ()
     hugepages: bool = False
+    panic_model: str = ""  # "isa": QEMU's pvpanic device, so a guest panic reaches libvirt
     on_poweroff: str = "destroy"
     on_reboot: str = "restart"
     on_crash: str = "destroy"
@@ -180,6 +181,8 @@ def build(config: DomainConfig) -> etree._Element:
             devices.append(element)
     for hostdev in config.hostdevs:
         devices.append(_hostdev(hostdev))
+    if config.panic_model:
+        _child(devices, "panic", model=config.panic_model)
     if config.user_nets:
         commandline = etree.SubElement(root, f"{{{QEMU_NS}}}commandline", nsmap={"qemu": QEMU_NS})
         for net in config.user_nets:

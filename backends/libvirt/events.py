@@ -89,11 +89,33 @@ class DomainEvent:
         )
 
     @property
+    def stop_reason(self) -> str | None:
+        """Why the domain stopped, in a word ("crashed", "killed", "shutdown", ...); None for
+        events that are not a stop.  QEMU ending without the guest shutting down (SIGKILL,
+        an emulator crash) is "killed"."""
+        if self.crashed:
+            return "crashed"
+        if not self.stopped:
+            return None
+        return STOP_DETAILS.get(self.detail, "stopped")
+
+    @property
     def agent_connected(self) -> bool:
         return (
             self.kind == AGENT
             and self.event == libvirt.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_CONNECTED
         )
+
+
+STOP_DETAILS = {
+    libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED: "destroyed",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED: "migrated",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED_SAVED: "saved",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED: "killed",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED_FROM_SNAPSHOT: "from snapshot",
+}
 
 
 class EventHub:

@@ -69,6 +69,21 @@ def _wait_stopped(guest: Guest, events: queue.Queue[DomainEvent], vm: LibvirtVM)
             return True
 
 
+def wait_for_crash_dump(vm: LibvirtVM, guest: Guest, timeout: float = 120.0) -> bool:
+    """After a crash with ``on_crash = coredump-*``, wait while libvirt writes the dump (into
+    its ``auto_dump_path``): until the domain stops or restarts; True if it did."""
+    events = vm.host.events.subscribe(guest.uuid)
+    try:
+        state = guest.state_or_none()
+        if state is None or not state.crashed:
+            return True
+        log.info("%s: waiting for libvirt's crash dump", vm.name)
+        found = wait_event(events, timeout, lambda e: e.stopped or e.kind == "reboot")
+        return found is not None
+    finally:
+        vm.host.events.unsubscribe(guest.uuid, events)
+
+
 def reboot_guest(
     vm: LibvirtVM,
     guest: Guest,

@@ -309,6 +309,7 @@ ADDED = [
     "HypervisorConnectionError",
     "HypervisorError",
     "VMTimeoutError",
+    "VMFileMissingError",
     "ImageError",
     "RemoteError",
     "LoginError",

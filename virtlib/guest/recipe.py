@@ -16,10 +16,11 @@ HOSTNAME = "virtlib-guest"
 USERNAME = "root"
 DEFAULT_PASSWORD = "virtlib"  # noqa: S105 - the documented password of a throwaway test guest
 
-KERNEL_ARGS = "console=ttyS0 quiet panic=-1"
+KERNEL_ARGS = "console=ttyS0 quiet"
 """Serial console; ``quiet`` keeps boot chatter off the console (oopses and panics still
-show: the kernel makes the console verbose for them; WARN_ON traces do not);
-``panic=-1`` reboots at once on a panic instead of hanging."""
+show: the kernel makes the console verbose for them; WARN_ON traces do not).  A panic
+halts the guest as on a real distribution (no ``panic=``): the pvpanic device tells
+libvirt, which applies ``on_crash``."""
 
 SHELL_PROMPT = r"^\[root@virtlib-guest [^\]]*\][#$] (?:\x1b\[6n)?$"
 """Matches the last line of output while the shell waits, e.g. ``[root@virtlib-guest ~]# ``
@@ -55,7 +56,7 @@ REQUIRED_MODULES = (
 )
 """Loaded in this order (dependencies first); a module built into the kernel is skipped."""
 
-OPTIONAL_MODULES = ("virtio_rng", "virtio_balloon")
+OPTIONAL_MODULES = ("virtio_rng", "virtio_balloon", "pvpanic", "pvpanic_mmio")
 """Loaded when the kernel package has them."""
 
 HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
