@@ -322,6 +322,8 @@ ADDED = [
     "ShellProcessTerminatedError",
     "ShellStatusError",
     "ShellCmdError",
+    "ExpectTimeoutError",
+    "ExpectProcessTerminatedError",
     "TransferError",
 ]
 
