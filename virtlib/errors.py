@@ -36,7 +36,7 @@ AEXPECT = _aexpect is not None
 
 def _peer(name: str) -> type:
     """aexpect's exception class ``name``; ``object`` (a base that adds nothing) without aexpect."""
-    return cast(type, getattr(_aexpect, name)) if _aexpect is not None else object
+    return cast(type, getattr(_aexpect, name, object))
 
 
 if TYPE_CHECKING:
