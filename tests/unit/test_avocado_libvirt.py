@@ -51,7 +51,7 @@ def test_pause_twice_then_resume(vm: LibvirtVM) -> None:
 
 def test_resume_on_a_destroyed_vm_raises(vm: LibvirtVM) -> None:
     Host.get(URI).conn.lookupByName("td-avocado").destroy()
-    with pytest.raises(VMDeadError, match="shut off"):
+    with pytest.raises(VMDeadError, match="td-avocado"):
         vm.resume()
     vm.verify_status("shut off")
 
