@@ -6,6 +6,12 @@ from shell_errors import ShellCmdError
 def run(test, params, env):
     vm = env.get_vm(params["main_vm"])
     vm.verify_alive()
+    test.log.info(
+        "shell errors from %s",
+        ShellCmdError.__module__.split(".")[0]
+        if ShellCmdError.__module__.startswith("aexpect")
+        else ShellCmdError.__module__,
+    )
     timeout = float(params.get("login_timeout", 240))
     session = vm.wait_for_login(timeout=timeout)
     test.log.info("logged in: %s", session.cmd_output("uname -r").strip())
