@@ -36,7 +36,7 @@ class FakeVM(BaseVM):
         merged = fake_params()
         merged.update(params)
         super().__init__(name, merged, root_dir)
-        self.state = "shut off"
+        self.power = "shut off"
         self.guest: FakeGuest | None = None
         self._buffer: ConsoleBuffer | None = None
         #: What login() does, attempt by attempt: an exception to raise or "ok"; then "ok".
@@ -89,27 +89,27 @@ class FakeVM(BaseVM):
         mac_source: BaseVM | None = None,
     ) -> None:
         self.create_calls.append({"timeout": timeout})
-        self.state = "running"
+        self.power = "running"
         self._console_guest()
         self._note_started()
 
     def is_alive(self) -> bool:
-        return self.state in ("running", "paused")
+        return self.power in ("running", "paused")
 
     def is_dead(self) -> bool:
         return not self.is_alive()
 
     def is_paused(self) -> bool:
-        return self.state == "paused"
+        return self.power == "paused"
 
     def pause(self) -> bool:
         self.verify_alive()
-        self.state = "paused"
+        self.power = "paused"
         return True
 
     def resume(self, timeout: float | None = None) -> bool:
         self.verify_alive()
-        self.state = "running"
+        self.power = "running"
         return True
 
     def get_address(self, index: int = 0) -> str:
@@ -122,7 +122,7 @@ class FakeVM(BaseVM):
         return FakeVM(name or self.name, {**self.params, **params}, self.root_dir)
 
     def destroy(self, gracefully: bool = True, free_mac_addresses: bool = True) -> None:
-        self.state = "shut off"
+        self.power = "shut off"
         self.destroyed = True
         if self.guest is not None:
             self.guest.stop()
@@ -148,11 +148,11 @@ class FakeVM(BaseVM):
     def save_to_file(self, path: str) -> None:
         if self.is_dead():
             raise VMDeadError("no domain")
-        self.state = "shut off"
+        self.power = "shut off"
 
     def needs_restart(self, name: str, params: dict[str, str], basedir: str | Path) -> bool:
         return True
 
     def power_off(self) -> None:
         """The guest shuts itself down (as after ``poweroff``)."""
-        self.state = "shut off"
+        self.power = "shut off"
