@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from virtlib.contract import BaseVM
 from virtlib.errors import (
+    ExpectProcessTerminatedError,
+    ExpectTimeoutError,
     HypervisorConnectionError,
     HypervisorError,
     ImageError,
@@ -81,6 +83,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BaseVM",
+    "ExpectProcessTerminatedError",
+    "ExpectTimeoutError",
     "HypervisorConnectionError",
     "HypervisorError",
     "ImageCheckWarning",

@@ -9,15 +9,23 @@ Differences from the seed, on purpose: no ``eval`` of ``shell_linesep`` (a safe
 unescape), no predictable ``/tmp`` files (a private 0700 directory per VM),
 no shell strings, and retries with short back-off up to a deadline instead of
 fixed two-second sleeps.
+
+Signatures are avocado-vt's ``virt_vm.BaseVM`` (the seed's successor), which
+extends the seed's: new parameters come after the seed's, so the seed's calls
+work unchanged -- except ``copy_files_to/from``, where avocado-vt put ``limit``
+before ``verbose``: there a boolean in ``limit``'s place is taken for the
+seed's positional ``verbose`` (and a number after it for its ``timeout``).
+Where avocado-vt's qemu and libvirt VMs differ, virtlib follows ``libvirt_vm``.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -31,6 +39,8 @@ from virtlib.errors import (
     VMError,
     VMMACAddressMissingError,
     VMNotSupportedError,
+    VMParamsError,
+    VMStatusError,
 )
 from virtlib.inventory import HostCheck, ManagedVM
 from virtlib.keys import char_to_keystr
@@ -42,13 +52,22 @@ from virtlib.reservations import Partition, current_partition
 from virtlib.spec import VMSpec
 from virtlib.state import VMState
 from virtlib.textutil import random_string
-from virtlib.waiting import retry
+from virtlib.waiting import retry, wait_for
 from virtlib.workdir import make_vm_dir
 
 if TYPE_CHECKING:
     from virtlib.sessions.shell import ShellSession
 
 log = logging.getLogger(__name__)
+
+#: What ``restart_network`` runs in the guest (on the serial console): the first DHCP client
+#: found renews every NIC's lease (dhclient, dhcpcd, then busybox's udhcpc).
+RESTART_NETWORK_COMMAND = (
+    "if command -v dhclient >/dev/null 2>&1; then dhclient -r; dhclient; "
+    "elif command -v dhcpcd >/dev/null 2>&1; then dhcpcd -k; dhcpcd; "
+    'else for dev in /sys/class/net/*; do name=${dev##*/}; [ "$name" = lo ] || '
+    'udhcpc -n -q -t 3 -T 1 -i "$name"; done; fi'
+)
 
 
 class BaseVM(abc.ABC):
@@ -64,6 +83,12 @@ class BaseVM(abc.ABC):
     MIGRATION_PROTOS: ClassVar[list[str]] = ["tcp"]
     #: The name the registry knows this backend by.
     BACKEND: ClassVar[str] = "base"
+    #: avocado-vt's default timeouts (seconds); a subclass may change them for itself.
+    LOGIN_TIMEOUT: ClassVar[float] = 10
+    LOGIN_WAIT_TIMEOUT: ClassVar[float] = 240
+    COPY_FILES_TIMEOUT: ClassVar[float] = 600
+    MIGRATE_TIMEOUT: ClassVar[float] = 3600
+    REBOOT_TIMEOUT: ClassVar[float] = 240
 
     def __init__(self, name: str, params: dict[str, str], root_dir: str | Path = ".") -> None:
         self.name = name
@@ -77,11 +102,20 @@ class BaseVM(abc.ABC):
         self.state: VMState | None = None
         self._workdir: Path | None = None
         self._partition: Partition = current_partition()
+        #: When the VM last started (create or restore): ``time.time()`` and
+        #: ``time.monotonic()``; 0.0 before.  avocado-vt's attributes.
+        self.start_time = 0.0
+        self.start_monotonic_time = 0.0
         self._generate_unique_id()
 
     def _generate_unique_id(self) -> None:
         """A unique id for this VM object: a timestamp and random characters."""
         self.instance = time.strftime("%Y%m%d-%H%M%S-") + random_string(8)
+
+    def _note_started(self) -> None:
+        """Backends call this when the VM has started (start_time, start_monotonic_time)."""
+        self.start_time = time.time()
+        self.start_monotonic_time = time.monotonic()
 
     # --- identity: from the state once the VM exists -----------------------------------
     @property
@@ -180,11 +214,18 @@ class BaseVM(abc.ABC):
             return None
         return find_crash(self.serial_console.get_output())
 
-    def login(self, nic_index: int = 0, timeout: float = 10) -> ShellSession:
+    def login(
+        self,
+        nic_index: int = 0,
+        timeout: float = 10,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> ShellSession:
         """Log into the guest over SSH, telnet or nc (``shell_client``).
 
         :param nic_index: the NIC whose address to connect to.
         :param timeout: seconds to wait for each prompt.
+        :param username, password: instead of the params' ``username``/``password``.
         :return: a ShellSession at the shell prompt.
         :raises LoginError: (and subclasses) when login fails.
         :raises VMAddressError: when the guest has no reachable address.
@@ -197,8 +238,8 @@ class BaseVM(abc.ABC):
             client=login.shell_client,
             host=address,
             port=port,
-            username=login.username,
-            password=login.password,
+            username=username or login.username,
+            password=password or login.password,
             prompt=login.shell_prompt,
             linesep=login.linesep,
             timeout=timeout,
@@ -209,24 +250,89 @@ class BaseVM(abc.ABC):
         session.set_status_test_command(login.status_test_command)
         return session
 
-    def remote_login(self, nic_index: int = 0, timeout: float = 10) -> ShellSession:
+    def remote_login(
+        self,
+        nic_index: int = 0,
+        timeout: float = 10,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> ShellSession:
         """Alias for login() for backward compatibility."""
-        return self.login(nic_index, timeout)
+        return self.login(nic_index, timeout, username, password)
 
     def wait_for_login(
-        self, nic_index: int = 0, timeout: float = 240, internal_timeout: float = 10
+        self,
+        nic_index: int = 0,
+        timeout: float = 240,
+        internal_timeout: float = 10,
+        serial: bool = False,
+        restart_network: bool = False,
+        username: str | None = None,
+        password: str | None = None,
+        status_check: bool = True,
     ) -> ShellSession:
-        """Try to log in until ``timeout``; at the deadline the last error is raised.
+        """Try to log in over the network until ``timeout``; at the deadline the last error.
 
-        Stops early with VMDeadError when the VM dies meanwhile.
+        :param internal_timeout: the timeout of each login() attempt.
+        :param serial: when the network login fails (also when the password is
+            refused), log in on the serial console instead and return that session.
+        :param restart_network: when the network login fails, log in on the serial
+            console, renew the guest's DHCP leases (RESTART_NETWORK_COMMAND) and try
+            the network once more (until ``timeout`` again).
+        :param username, password: instead of the params' ones.
+        :param status_check: stop early with VMDeadError when the VM dies
+            meanwhile (False while its state is unreliable, e.g. rebooting).
+        :raises LoginError, VMError: the last error, when every way failed.
         """
         log.debug("waiting for login to %r (timeout %gs)", self.name, timeout)
+        if serial and not self.spec.nics:  # nothing to try over the network
+            return self.wait_for_serial_login(
+                timeout, internal_timeout, False, username, password, status_check=status_check
+            )
+
+        def attempt() -> ShellSession:
+            return self._retry_login(
+                nic_index, timeout, internal_timeout, username, password, status_check
+            )
+
+        try:
+            return attempt()
+        except VMDeadError:
+            raise
+        except (LoginError, VMError) as exc:
+            if not (serial or restart_network):
+                raise
+            log.debug("%s: network login failed (%s); trying the serial console", self.name, exc)
+        console = self.wait_for_serial_login(
+            timeout, internal_timeout, restart_network, username, password,
+            status_check=status_check,
+        )  # fmt: skip
+        if not restart_network:
+            return console
+        try:
+            return attempt()
+        except VMDeadError:
+            raise
+        except (LoginError, VMError):
+            if not serial:
+                raise
+        return console
+
+    def _retry_login(
+        self,
+        nic_index: int,
+        timeout: float,
+        internal_timeout: float,
+        username: str | None,
+        password: str | None,
+        status_check: bool,
+    ) -> ShellSession:
         return retry(
-            lambda: self.login(nic_index, internal_timeout),
+            lambda: self.login(nic_index, internal_timeout, username, password),
             timeout,
             retry_on=(LoginError, VMError),
             fatal=(LoginAuthenticationError,),
-            give_up=self.verify_alive,
+            give_up=self.verify_alive if status_check else None,
             on_error=lambda exc: log.debug("login to %r: %s", self.name, exc),
         )
 
@@ -235,42 +341,97 @@ class BaseVM(abc.ABC):
         host_path: str,
         guest_path: str,
         nic_index: int = 0,
-        verbose: bool = False,
+        limit: str | bool = "",
+        verbose: bool | float = False,
         timeout: float = 600,
+        username: str | None = None,
+        password: str | None = None,
+        filesize: float | None = None,
     ) -> None:
         """Copy files or directories from the host to the guest (SFTP).
 
+        :param limit: avocado-vt's speed limit (scp's ``-l``, Kbit/s): checked, but
+            SFTP transfers are not throttled (a warning says so).
+        :param verbose: log each file copied.
+        :param timeout: seconds the transfer may stall.
+        :param username, password: instead of the params' ones.
+        :param filesize: the size in MB, to log the throughput (avocado-vt's).
         :raises TransferError: a path is wrong or the transfer failed.
         :raises LoginError: the guest cannot be reached.
+        :raises VMParamsError: ``limit`` is not a number of Kbit/s.
         """
-        transfer.copy_files_to(
-            self._transfer_target(nic_index, timeout), host_path, guest_path, verbose=verbose
-        )
+        verbose, timeout = self._transfer_options("copy_files_to", limit, verbose, timeout)
+        target = self._transfer_target(nic_index, timeout, username, password)
+        with self._timed_transfer(f"{host_path} -> {self.name}:{guest_path}", filesize):
+            transfer.copy_files_to(target, host_path, guest_path, verbose=verbose)
 
     def copy_files_from(
         self,
         guest_path: str,
         host_path: str,
         nic_index: int = 0,
-        verbose: bool = False,
+        limit: str | bool = "",
+        verbose: bool | float = False,
         timeout: float = 600,
+        username: str | None = None,
+        password: str | None = None,
+        filesize: float | None = None,
     ) -> None:
         """Copy files or directories from the guest to the host (SFTP).
 
+        The parameters are copy_files_to()'s.
+
         :raises TransferError: a path is wrong or the transfer failed.
         :raises LoginError: the guest cannot be reached.
+        :raises VMParamsError: ``limit`` is not a number of Kbit/s.
         """
-        transfer.copy_files_from(
-            self._transfer_target(nic_index, timeout), guest_path, host_path, verbose=verbose
-        )
+        verbose, timeout = self._transfer_options("copy_files_from", limit, verbose, timeout)
+        target = self._transfer_target(nic_index, timeout, username, password)
+        with self._timed_transfer(f"{self.name}:{guest_path} -> {host_path}", filesize):
+            transfer.copy_files_from(target, guest_path, host_path, verbose=verbose)
 
-    def _transfer_target(self, nic_index: int, timeout: float) -> transfer.Target:
+    def _transfer_options(
+        self, operation: str, limit: str | bool, verbose: bool | float, timeout: float
+    ) -> tuple[bool, float]:
+        """(verbose, timeout), reading the seed's positional order when ``limit`` is a bool."""
+        if isinstance(limit, bool):  # the seed's copy_files_to(h, g, nic_index, verbose, timeout)
+            if not isinstance(verbose, bool):
+                timeout = float(verbose)
+            return limit, timeout
+        text = str(limit).strip()
+        if text and not (text.isdigit() and int(text) > 0):
+            raise VMParamsError(
+                f"VM {self.name!r}: {operation}: limit must be a speed in Kbit/s, not {limit!r}"
+            )
+        if text:
+            log.warning("%s: %s: SFTP transfers are not throttled (limit=%s)", self.name,
+                        operation, text)  # fmt: skip
+        return bool(verbose), timeout
+
+    @contextlib.contextmanager
+    def _timed_transfer(self, what: str, filesize: float | None) -> Iterator[None]:
+        """Log the time a transfer took and, with ``filesize`` (MB), its throughput."""
+        start = time.monotonic()
+        yield
+        elapsed = max(time.monotonic() - start, 1e-6)
+        if filesize is not None:
+            log.info("copied %s, estimated throughput: %.2f MB/s", what, filesize / elapsed)
+        else:
+            log.info("copied %s, elapsed time: %.2f s", what, elapsed)
+
+    def _transfer_target(
+        self,
+        nic_index: int,
+        timeout: float,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> transfer.Target:
         login = self.spec.login
         return transfer.Target(
             host=self.get_address(nic_index),
             port=self.get_port(login.file_transfer_port, nic_index),
-            username=login.username,
-            password=login.password,
+            username=username or login.username,
+            password=password or login.password,
             known_hosts=self.known_hosts_file(),
             host_key_policy=login.host_key_policy,
             timeout=timeout,
@@ -282,33 +443,72 @@ class BaseVM(abc.ABC):
             return Path(self.spec.login.known_hosts_file)
         return self.workdir / "known_hosts"
 
-    def serial_login(self, timeout: float = 10) -> ShellSession:
+    def serial_login(
+        self,
+        timeout: float = 10,
+        username: str | None = None,
+        password: str | None = None,
+        virtio: bool = False,
+    ) -> ShellSession:
         """Log into the guest via the serial console.
 
+        The session is the VM's one console (``serial_console``): closing it
+        detaches nothing, but the VM's owner keeps using it, so tests leave it open.
+
         :param timeout: seconds to wait for each prompt.
+        :param username, password: instead of the params' ones.
+        :param virtio: a virtio console (deprecated in avocado-vt): not supported.
         :return: the serial console's ShellSession, at the shell prompt.
         :raises LoginError: when no prompt comes or the guest refuses the login.
+        :raises VMNotSupportedError: ``virtio``.
         """
+        if virtio:
+            raise VMNotSupportedError("serial login on a virtio console", self.BACKEND)
         console = self._require_serial_console()
         login = self.spec.login
         console.set_linesep(login.linesep)
         console.set_status_test_command(login.status_test_command)
-        sessions.console_login(console, login.username, login.password, login.shell_prompt, timeout)
+        sessions.console_login(
+            console,
+            username or login.username,
+            password or login.password,
+            login.shell_prompt,
+            timeout,
+        )
         return console
 
     def wait_for_serial_login(
-        self, timeout: float = 240, internal_timeout: float = 10
+        self,
+        timeout: float = 240,
+        internal_timeout: float = 10,
+        restart_network: bool = False,
+        username: str | None = None,
+        password: str | None = None,
+        virtio: bool = False,
+        status_check: bool = True,
+        recreate_serial_console: bool = False,
     ) -> ShellSession:
-        """Try serial_login() until ``timeout``; at the deadline the last error is raised."""
+        """Try serial_login() until ``timeout``; at the deadline the last error is raised.
+
+        :param restart_network: then renew the guest's DHCP leases
+            (RESTART_NETWORK_COMMAND), for a network login to follow.
+        :param status_check: stop early with VMDeadError when the VM dies meanwhile.
+        :param recreate_serial_console: accepted; virtlib's console follows the VM
+            through reboot, restore and migration by itself, so there is nothing to redo.
+        """
         log.debug("waiting for serial login to %r (timeout %gs)", self.name, timeout)
-        return retry(
-            lambda: self.serial_login(internal_timeout),
+        console = retry(
+            lambda: self.serial_login(internal_timeout, username, password, virtio),
             timeout,
             retry_on=(LoginError,),
-            fatal=(LoginAuthenticationError,),
-            give_up=self.verify_alive,
+            fatal=(LoginAuthenticationError, VMNotSupportedError),
+            give_up=self.verify_alive if status_check else None,
             on_error=lambda exc: log.debug("serial login to %r: %s", self.name, exc),
         )
+        if restart_network:
+            log.debug("%s: restarting the guest's network", self.name)
+            console.cmd_output_safe(RESTART_NETWORK_COMMAND, timeout=max(timeout, 60))
+        return console
 
     def _require_serial_console(self) -> ShellSession:
         if self.serial_console is None:
@@ -328,22 +528,68 @@ class BaseVM(abc.ABC):
         for char in str:
             self.send_key(char_to_keystr(char))
 
-    def get_cpu_count(self) -> int:
-        """The number of CPUs the guest sees (``cpu_chk_cmd``)."""
-        session = self.login()
-        try:
-            return int(session.cmd(self.spec.cpu_chk_cmd).strip())
-        finally:
-            session.close()
+    def get_cpu_count(self, check_cmd: str | None = None, connect_uri: str | None = None) -> int:
+        """The number of CPUs the guest sees: the first number ``check_cmd`` prints.
 
-    def get_memory_size(self, cmd: str | None = None) -> int:
+        :param check_cmd: as in avocado-vt, the name of the param holding the
+            command (default ``cpu_chk_cmd``); a string that is no param's name
+            is run as the command itself.
+        :param connect_uri: avocado-vt's; only this VM's own URI is accepted.
+        :raises VMError: the output has no number (VMStatusError), or login failed.
+        """
+        self._check_connect_uri("get_cpu_count", connect_uri)
+        if check_cmd is None or check_cmd == "cpu_chk_cmd":
+            command = self.spec.cpu_chk_cmd
+        else:
+            command = self.params.get(check_cmd) or check_cmd
+        with self._guest_session() as session:
+            output = session.cmd_output_safe(command)
+        match = re.search(r"\d+", output)
+        if match is None:
+            raise VMStatusError(f"VM {self.name!r}: no CPU count in the output of {command!r}")
+        return int(match.group())
+
+    def get_distro(self, connect_uri: str | None = None) -> str:
+        """The guest's distribution: ``ID`` in /etc/os-release (``""`` when it has none).
+
+        :param connect_uri: avocado-vt's; only this VM's own URI is accepted.
+        """
+        self._check_connect_uri("get_distro", connect_uri)
+        with self._guest_session() as session:
+            status, output = session.cmd_status_output("grep '^ID=' /etc/os-release", timeout=300)
+        if status != 0 or "=" not in output:
+            log.debug("%s: no distribution name: %s", self.name, output.strip())
+            return ""
+        return output.split("=", 1)[1].strip().strip("\"'")
+
+    def _check_connect_uri(self, operation: str, connect_uri: str | None) -> None:
+        if connect_uri and connect_uri != self.spec.connect_uri:
+            raise VMNotSupportedError(
+                f"{operation} through another connect_uri ({connect_uri})", self.BACKEND
+            )
+
+    @contextlib.contextmanager
+    def _guest_session(self) -> Iterator[ShellSession]:
+        """A shell for one query (avocado-vt's session_handler): the network, else the console.
+
+        A network session is closed afterwards; the serial console stays open.
+        """
+        session = self.wait_for_login(serial=True)
+        try:
+            yield session
+        finally:
+            if session is not self.serial_console:
+                session.close()
+
+    def get_memory_size(self, cmd: str | None = None, timeout: float = 60) -> int:
         """The guest's memory in MiB, from ``cmd`` (default ``mem_chk_cmd``).
 
         Numbers in the output are summed; GB output is scaled up, kB scaled down.
+        ``timeout`` is the command's.
         """
         session = self.login()
         try:
-            return parse_memory_size(session.cmd(cmd or self.spec.mem_chk_cmd))
+            return parse_memory_size(session.cmd(cmd or self.spec.mem_chk_cmd, timeout))
         finally:
             session.close()
 
@@ -432,9 +678,14 @@ class BaseVM(abc.ABC):
         method: str = "shell",
         nic_index: int = 0,
         timeout: float = 240,
+        serial: bool = False,
     ) -> ShellSession:
-        """Reboot ("shell" command or "system_reset") and log in again.
+        """Reboot and log in again; the session given (not the serial console) is closed.
 
+        :param method: "shell" (``reboot_command`` in ``session``, else in a new
+            login) or a hard reset: "system_reset" (the seed's and avocado-vt
+            qemu's name) or "libvirt_reset" (avocado-vt libvirt's).
+        :param serial: log in on the serial console (for the shell command and after).
         :raises VMRebootError: the guest did not go down and come back.
         """
 
@@ -452,20 +703,62 @@ class BaseVM(abc.ABC):
 
     # --- Optional operations: a backend overrides what it can do ------------------------
     def restore_from_file(self, path: str) -> None:
-        """Restore a VM saved by save_to_file()."""
+        """Restore a VM saved by save_to_file(); it runs afterwards (as avocado-vt's libvirt VM).
+
+        Tests written for avocado-vt's qemu VM (which restores paused) call resume()
+        next: that is harmless, resume() leaves a running VM as it is.
+        """
         raise VMNotSupportedError("restore_from_file", self.BACKEND)
 
-    def pause(self) -> None:
-        """Pause the VM's CPUs."""
+    def pause(self) -> bool:
+        """Pause the VM's CPUs (nothing to do when paused already); True.
+
+        :raises VMError: the VM could not be paused (avocado-vt's libvirt VM
+            returns False there; virtlib raises, so the reason is not lost).
+        """
         raise VMNotSupportedError("pause", self.BACKEND)
 
-    def resume(self) -> None:
-        """Resume a paused VM."""
+    def resume(self, timeout: float | None = None) -> bool:
+        """Let a paused VM run again; a running VM is left as it is (no error); True.
+
+        :param timeout: avocado-vt qemu's wait for the running state; resuming
+            is synchronous here, so it is accepted and unused.
+        :raises VMError: the VM is not running or could not be resumed.
+        """
         raise VMNotSupportedError("resume", self.BACKEND)
 
     def is_paused(self) -> bool:
-        """True if the VM is paused."""
+        """True if the VM is paused (False when it is not running at all)."""
         raise VMNotSupportedError("is_paused", self.BACKEND)
+
+    # --- avocado-vt's state helpers, built on the primitives ------------------------------
+    def wait_for_shutdown(self, timeout: float = 60, count: float | None = None) -> bool:
+        """Wait until the VM has stopped (the guest shut itself down); False at ``timeout``.
+
+        ``count`` is avocado-vt libvirt's name for ``timeout`` (seconds); qemu's is
+        ``timeout``.  Both are accepted; positionally it is the first.
+        """
+        wait = timeout if count is None else count
+        stopped = wait_for(self.is_dead, wait, maximum=0.25)
+        log.debug("%s: %s within %g s", self.name, "shut down" if stopped else "still up", wait)
+        return bool(stopped)
+
+    def status(self) -> str:
+        """The VM's state in avocado-vt's words: "running", "paused" or "shut off"."""
+        if self.is_dead():
+            return "shut off"
+        return "paused" if self.is_paused() else "running"
+
+    def verify_status(self, status: str) -> None:
+        """Make sure the VM's state is ``status`` ("running", "paused", "shut off").
+
+        :raises VMStatusError: it is in another state.
+        """
+        current = self.status()
+        if current != status:
+            raise VMStatusError(
+                f'VM {self.name!r}: unexpected VM status: "{current}" (expected "{status}")'
+            )
 
     # --- Operations for tools (the CLI, the pytest plugin): optional, backend-neutral ---------
     @classmethod

@@ -5,11 +5,64 @@ constructor arguments, attributes and ``str()`` message, rooted at
 :class:`VMError`.  virtlib adds what the contract lacked: a family for remote
 sessions, an error for operations a backend cannot do, a params error for bad
 configuration, and errors for images and the libvirt connection.
+
+When aexpect is installed, the shell errors (``ShellError`` and its
+subclasses, and the ``Expect*`` timeouts of the read functions) also derive
+from aexpect's classes of the same name, so tests written for avocado-vt catch
+them with ``except aexpect.ShellCmdError:``.  Without aexpect they are
+virtlib's own: nothing of aexpect is imported or needed (``AEXPECT`` says which).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from collections.abc import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, cast
+
+
+def _import_aexpect() -> ModuleType | None:
+    """aexpect, when it is installed (only then do the shell errors derive from its classes)."""
+    try:
+        return importlib.import_module("aexpect")
+    except ImportError:
+        return None
+
+
+_aexpect = _import_aexpect()
+#: True when the shell errors are also aexpect's (aexpect is installed).
+AEXPECT = _aexpect is not None
+
+
+def _peer(name: str) -> type:
+    """aexpect's exception class ``name``; ``object`` (a base that adds nothing) without aexpect."""
+    return cast(type, getattr(_aexpect, name, object))
+
+
+if TYPE_CHECKING:
+
+    class _AexpectShellError: ...
+
+    class _AexpectShellTimeoutError: ...
+
+    class _AexpectShellProcessTerminatedError: ...
+
+    class _AexpectShellStatusError: ...
+
+    class _AexpectShellCmdError: ...
+
+    class _AexpectExpectTimeoutError: ...
+
+    class _AexpectExpectProcessTerminatedError: ...
+
+else:
+    _AexpectShellError = _peer("ShellError")
+    _AexpectShellTimeoutError = _peer("ShellTimeoutError")
+    _AexpectShellProcessTerminatedError = _peer("ShellProcessTerminatedError")
+    _AexpectShellStatusError = _peer("ShellStatusError")
+    _AexpectShellCmdError = _peer("ShellCmdError")
+    _AexpectExpectTimeoutError = _peer("ExpectTimeoutError")
+    _AexpectExpectProcessTerminatedError = _peer("ExpectProcessTerminatedError")
 
 
 class VMError(Exception):
@@ -385,16 +438,19 @@ class LoginBadClientError(LoginError):
         self.args = (client, known)
 
 
-class ShellError(RemoteError):
-    """Root of errors of commands run in a shell session."""
+class ShellError(RemoteError, _AexpectShellError):
+    """Root of errors of commands run in a shell session (also aexpect's, when installed)."""
 
     def __init__(self, cmd: str, output: str) -> None:
         RemoteError.__init__(self, cmd, output)
         self.cmd = cmd
         self.output = output
 
+    def __str__(self) -> str:
+        return f"Could not execute shell command {self.cmd!r}    (output: {self.output!r})"
 
-class ShellTimeoutError(ShellError):
+
+class ShellTimeoutError(ShellError, _AexpectShellTimeoutError):
     def __str__(self) -> str:
         return (
             "Timeout expired while waiting for shell command to complete: "
@@ -402,7 +458,7 @@ class ShellTimeoutError(ShellError):
         )
 
 
-class ShellProcessTerminatedError(ShellError):
+class ShellProcessTerminatedError(ShellError, _AexpectShellProcessTerminatedError):
     def __init__(self, cmd: str, status: int | None, output: str) -> None:
         ShellError.__init__(self, cmd, output)
         self.status = status
@@ -415,14 +471,14 @@ class ShellProcessTerminatedError(ShellError):
         )
 
 
-class ShellStatusError(ShellError):
+class ShellStatusError(ShellError, _AexpectShellStatusError):
     """The status of the command could not be read."""
 
     def __str__(self) -> str:
         return f"Could not get exit status of command: {self.cmd!r}    (output: {self.output!r})"
 
 
-class ShellCmdError(ShellError):
+class ShellCmdError(ShellError, _AexpectShellCmdError):
     """A command exited with a status that was not accepted."""
 
     def __init__(self, cmd: str, status: int, output: str) -> None:
@@ -434,6 +490,46 @@ class ShellCmdError(ShellError):
         return (
             f"Shell command failed: {self.cmd!r}    (status: {self.status},    "
             f"output: {self.output!r})"
+        )
+
+
+def _patterns_text(patterns: Sequence[str]) -> str:
+    return f"pattern {patterns[0]!r}" if len(patterns) == 1 else f"patterns {list(patterns)!r}"
+
+
+class ExpectTimeoutError(ShellTimeoutError, _AexpectExpectTimeoutError):
+    """Nothing matched before the deadline (read_until_*_matches, read_up_to_prompt).
+
+    A ShellTimeoutError (as virtlib raised before) and, with aexpect, aexpect's
+    ExpectTimeoutError; ``patterns`` are the patterns that were looked for.
+    """
+
+    def __init__(self, patterns: Sequence[str], output: str) -> None:
+        ShellTimeoutError.__init__(self, _patterns_text(patterns), output)
+        self.patterns = list(patterns)
+        self.args = (patterns, output)
+
+    def __str__(self) -> str:
+        return (
+            f"Timeout expired while looking for {_patterns_text(self.patterns)}"
+            f"    (output: {self.output!r})"
+        )
+
+
+class ExpectProcessTerminatedError(
+    ShellProcessTerminatedError, _AexpectExpectProcessTerminatedError
+):
+    """The transport ended while looking for patterns (see ExpectTimeoutError)."""
+
+    def __init__(self, patterns: Sequence[str], status: int | None, output: str) -> None:
+        ShellProcessTerminatedError.__init__(self, _patterns_text(patterns), status, output)
+        self.patterns = list(patterns)
+        self.args = (patterns, status, output)
+
+    def __str__(self) -> str:
+        return (
+            f"Process terminated while looking for {_patterns_text(self.patterns)}"
+            f"    (status: {self.status!r},    output: {self.output!r})"
         )
 
 

@@ -10,9 +10,10 @@ typed :mod:`virtlib.spec` parsed from it once.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 from virtlib.errors import VMParamsError, VMParamsKeyError
 
@@ -20,6 +21,7 @@ _TRUE = frozenset({"yes", "on", "true"})
 _FALSE = frozenset({"no", "off", "false"})
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _QUOTED_RE = re.compile(r"""^"([^"]*)"$|^'([^']*)'$""")
+T = TypeVar("T")
 
 
 def _as_str(key: str, value: Any) -> str:
@@ -37,7 +39,11 @@ def _as_str(key: str, value: Any) -> str:
 
 
 class Params(dict[str, str]):
-    """A dict of strings with autotest's accessors.
+    """A dict of strings with autotest's and avocado-vt's accessors.
+
+    The accessors take avocado-vt's ``utils_params.Params`` arguments, with its
+    defaults; where virtlib is stricter it says so (an unreadable value is a
+    :class:`~virtlib.errors.VMParamsError`, which is a ValueError as avocado-vt's).
 
     >>> p = Params({"images": "disk1 disk2", "image_format_disk1": "raw"})
     >>> p.objects("images")
@@ -96,6 +102,26 @@ class Params(dict[str, str]):
                 result[key.split(suffix, 1)[0]] = value
         return result
 
+    def object_counts(self, count_key: str, base_name: str) -> Iterator[tuple[str, str | None]]:
+        """``(base_name + "1", value), (base_name + "2", value), ...``, ``self[count_key]`` pairs.
+
+        avocado-vt's generator: the count defaults to 1, a missing key gives
+        ``None``, and later changes to ``self`` do not change what it yields.
+        """
+        count = self.get_numeric(count_key, 1)
+        snapshot = dict(self)
+        for number in range(1, count + 1):
+            key = f"{base_name}{number}"
+            yield key, snapshot.get(key)
+
+    def copy_from_keys(self, keys: Iterable[str]) -> Params:
+        """A new Params with only ``keys`` -- those that are set to a non-empty value."""
+        return Params({key: self[key] for key in keys if self.get(key)})
+
+    def drop_dict_internals(self) -> Params:
+        """A new Params without the internal keys (those starting with ``_``)."""
+        return Params({key: value for key, value in self.items() if not key.startswith("_")})
+
     # --- typed getters -------------------------------------------------------------
     @overload
     def get_boolean(self, key: str, default: bool = ...) -> bool: ...
@@ -119,9 +145,18 @@ class Params(dict[str, str]):
     def get_numeric(self, key: str, default: int = ...) -> int: ...
     @overload
     def get_numeric(self, key: str, default: None) -> int | None: ...
+    @overload
+    def get_numeric(self, key: str, default: float, target_type: type[float]) -> float: ...
 
-    def get_numeric(self, key: str, default: int | None = 0) -> int | None:
-        """The integer in ``self[key]`` (``int(v, 0)``: 10, 0x10, 0o10 and 0b10 all work)."""
+    def get_numeric(
+        self, key: str, default: float | None = 0, target_type: type[float] = int
+    ) -> float | None:
+        """The integer in ``self[key]`` (``int(v, 0)``: 10, 0x10, 0o10 and 0b10 all work).
+
+        ``target_type=float`` (avocado-vt's argument) reads a float instead.
+        """
+        if target_type is not int:
+            return default if key not in self else target_type(self.get_float(key))
         if key not in self:
             return default
         text = self[key].strip()
@@ -145,26 +180,76 @@ class Params(dict[str, str]):
         except ValueError:
             raise VMParamsError(f"parameter {key!r} must be a number, not {self[key]!r}") from None
 
+    @overload
     def get_list(
-        self, key: str, default: list[str] | None = None, delimiter: str | None = None
-    ) -> list[str]:
-        """``self[key]`` split on ``delimiter`` (whitespace by default), items stripped."""
-        if key not in self:
+        self,
+        key: str,
+        default: str | Sequence[str] | None = ...,
+        delimiter: str | None = ...,
+        elem_type: None = ...,
+        target_type: None = ...,
+    ) -> list[str]: ...
+    @overload
+    def get_list(
+        self,
+        key: str,
+        default: str | Sequence[Any] | None = ...,
+        delimiter: str | None = ...,
+        elem_type: Callable[[str], T] | None = ...,
+        target_type: Callable[[str], T] | None = ...,
+    ) -> list[T]: ...
+
+    def get_list(
+        self,
+        key: str,
+        default: str | Sequence[Any] | None = None,
+        delimiter: str | None = None,
+        elem_type: Callable[[str], Any] | None = None,
+        target_type: Callable[[str], Any] | None = None,
+    ) -> list[Any]:
+        """``self[key]`` split on ``delimiter`` (whitespace by default), items stripped.
+
+        A missing key gives ``default``: a string is split like a value (avocado-vt's
+        kind of default), a list is copied.  ``elem_type`` (or avocado-vt's name for
+        it, ``target_type``) converts each item, e.g. ``int``.  Unlike avocado-vt,
+        items are stripped and empty ones dropped (``"a, b,"`` -> ``["a", "b"]``).
+
+        :raises VMParamsError: ``elem_type`` refused an item.
+        """
+        convert = elem_type or target_type
+        if key in self:
+            items = _split(self[key], delimiter)
+        elif isinstance(default, str):
+            items = _split(default, delimiter)
+        else:
             return list(default or [])
-        return [item.strip() for item in self[key].split(delimiter) if item.strip()]
+        if convert is None:
+            return items
+        try:
+            return [convert(item) for item in items]
+        except (TypeError, ValueError) as exc:
+            raise VMParamsError(f"parameter {key!r}: {exc}") from None
 
     def get_dict(
         self,
         key: str,
-        default: Mapping[str, str] | None = None,
-        delimiter: str = ",",
+        default: str | Mapping[str, str] | None = None,
+        delimiter: str | None = None,
+        need_order: bool = False,
         separator: str = "=",
     ) -> dict[str, str]:
-        """``"a=1,b=2"`` -> ``{"a": "1", "b": "2"}``; an item without ``=`` is an error."""
-        if key not in self:
-            return dict(default or {})
-        result: dict[str, str] = {}
-        for item in self.get_list(key, delimiter=delimiter):
+        """``"a=1 b=2"`` -> ``{"a": "1", "b": "2"}``; an item without ``=`` is an error.
+
+        avocado-vt's defaults: items are separated by whitespace (``delimiter=","``
+        for ``"a=1,b=2"``); a string ``default`` is parsed like a value;
+        ``need_order`` returns an OrderedDict.  ``separator`` is virtlib's.
+        """
+        result: dict[str, str] = OrderedDict() if need_order else {}
+        if key not in self and not isinstance(default, str):
+            result.update(default or {})
+            return result
+        text = self[key] if key in self else str(default)
+        for item in _split(text, delimiter):
             name, sep, value = item.partition(separator)
             if not sep or not name.strip():
                 raise VMParamsError(
@@ -190,6 +275,10 @@ class Params(dict[str, str]):
         except (OSError, UnicodeDecodeError) as exc:
             raise VMParamsError(f"cannot read params file {path}: {exc}") from None
         return cls(parse_lines(text.splitlines(), source=str(path)))
+
+
+def _split(text: str, delimiter: str | None) -> list[str]:
+    return [item.strip() for item in text.split(delimiter) if item.strip()]
 
 
 def parse_assignment(line: str, source: str) -> tuple[str, str]:

@@ -33,6 +33,10 @@ LIFECYCLE_ACTIONS = (
     "destroy", "restart", "preserve", "rename-restart", "coredump-destroy", "coredump-restart"
 )  # fmt: skip
 CPU_MODES = ("", "host-passthrough", "host-model", "custom", "maximum")
+# avocado-vt's names for "copy files over SSH": virtlib does both with SFTP on the SSH port.
+FILE_TRANSFER_CLIENTS = ("sftp", "scp")
+_FLAG_ON, _FLAG_OFF = ("on", "yes", "true"), ("off", "no", "false")
+_CPU_FEATURE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 BUNDLED = "bundled"
 
 
@@ -140,7 +144,9 @@ class LoginSpec:
     @classmethod
     def from_params(cls, params: Params) -> LoginSpec:
         shell_client = _choice(params, "shell_client", "ssh", SHELL_CLIENTS)
-        _choice(params, "file_transfer_client", "sftp", ("sftp",))  # the only one there is
+        # "scp" (every avocado-vt Linux config says so) is served by SFTP too: the same SSH
+        # server and port, and the protocol OpenSSH's own scp speaks since 9.0.
+        _choice(params, "file_transfer_client", "sftp", FILE_TRANSFER_CLIENTS)
         return cls(
             username=params.get("username", "root"),
             password=params.get("password", ""),
@@ -260,6 +266,45 @@ class NicSpec:
 
 
 @dataclass(frozen=True)
+class CpuFeature:
+    """One entry of ``cpu_model_flags``: a CPU feature the guest must have or must not."""
+
+    name: str
+    policy: str  # "require" or "disable", as libvirt's <feature policy=...>
+
+
+def parse_cpu_flags(text: str) -> tuple[CpuFeature, ...]:
+    """avocado-vt's ``cpu_model_flags`` (QEMU's ``-cpu`` flags): ``",+sse4.2,-avx,x2apic=on"``.
+
+    ``+f``, ``f``, ``f=on`` require a feature; ``-f``, ``f=off`` disable it.  Other
+    ``key=value`` options of ``-cpu`` (``vendor=``, ``family=``, ``hv-spinlocks=``)
+    are not features and are refused.
+    """
+    features: dict[str, str] = {}
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        policy = "require"
+        if sep:
+            if value.strip().lower() not in _FLAG_ON + _FLAG_OFF:
+                raise VMParamsError(
+                    f"parameter 'cpu_model_flags': {item!r} is not a feature switch "
+                    "(+flag, -flag, flag=on or flag=off)"
+                )
+            policy = "require" if value.strip().lower() in _FLAG_ON else "disable"
+        elif name[0] in "+-":
+            policy = "require" if name[0] == "+" else "disable"
+            name = name[1:]
+        name = name.strip()
+        if not _CPU_FEATURE_RE.match(name):
+            raise VMParamsError(f"parameter 'cpu_model_flags': bad feature name in {item!r}")
+        features[name] = policy  # a later switch of the same feature wins, as in QEMU
+    return tuple(CpuFeature(name, policy) for name, policy in features.items())
+
+
+@dataclass(frozen=True)
 class VMSpec:
     """Everything a backend needs to build and run one VM."""
 
@@ -298,6 +343,8 @@ class VMSpec:
     shutdown_command: str
     shutdown_timeout: float
     migration_bandwidth_mib: int
+    #: ``cpu_model_flags``: features to require or disable on top of the CPU model.
+    cpu_features: tuple[CpuFeature, ...] = ()
 
     @classmethod
     def from_params(cls, name: str, params: Params, root_dir: str | Path = ".") -> VMSpec:
@@ -384,6 +431,7 @@ class VMSpec:
             shutdown_command=params.get("shutdown_command", "poweroff"),
             shutdown_timeout=params.get_float("shutdown_timeout", 30.0),
             migration_bandwidth_mib=params.get_numeric("migration_bandwidth", 0),
+            cpu_features=parse_cpu_flags(params.get("cpu_model_flags", "")),
         )
 
     def nic(self, index: int) -> NicSpec | None:

@@ -272,6 +272,7 @@ class LibvirtVM(BaseVM):
         self._guest_cache = ((host.uri, host.generation, state.uuid), guest)
         self._attach_console(host, guest)
         guest.resume(default=lambda e: VMCreateError(xml, e.get_error_code(), message(e)))
+        self._note_started()
 
     def _discard_failed_create(self, created_images: list[str]) -> None:
         """Undo whatever a failed create() made (see create())."""
@@ -451,11 +452,20 @@ class LibvirtVM(BaseVM):
             return f"{where} is not running"
         return f"{where} is {state.name} ({state.reason_name})"
 
-    def pause(self) -> None:
+    def pause(self) -> bool:
+        """Pause the domain; a paused one is left as it is (see BaseVM.pause)."""
+        if self.is_paused():
+            return True
         self.guest().suspend()
+        return True
 
-    def resume(self) -> None:
+    def resume(self, timeout: float | None = None) -> bool:
+        """Resume a paused domain; a running one is left as it is (see BaseVM.resume)."""
+        if not self.is_paused():
+            self.verify_alive()
+            return True
         self.guest().resume()
+        return True
 
     # --- addresses ---------------------------------------------------------------------------
     def get_address(self, index: int = 0) -> str:
@@ -554,16 +564,18 @@ class LibvirtVM(BaseVM):
         method: str = "shell",
         nic_index: int = 0,
         timeout: float = 240,
+        serial: bool = False,
     ) -> ShellSession:
-        """Reboot with a shell command or virDomainReset ("system_reset") and log in again.
+        """Reboot with a shell command or virDomainReset ("system_reset", "libvirt_reset")
+        and log in again (on the serial console with ``serial``).
 
         :raises VMRebootError: an unknown method, the guest did not go down, or did not come back.
         """
-        return reboot_guest(self, self.guest(), session, method, nic_index, timeout)
+        return reboot_guest(self, self.guest(), session, method, nic_index, timeout, serial)
 
-    def login_any(self, nic_index: int, timeout: float) -> ShellSession:
-        """SSH when the VM has a NIC, else the serial console."""
-        if self.spec.nics:
+    def login_any(self, nic_index: int, timeout: float, serial: bool = False) -> ShellSession:
+        """SSH when the VM has a NIC (and ``serial`` is not asked for), else the serial console."""
+        if self.spec.nics and not serial:
             return self.wait_for_login(nic_index, timeout)
         return self.wait_for_serial_login(timeout)
 
@@ -601,6 +613,7 @@ class LibvirtVM(BaseVM):
         self._trust_host_keys()
         self._attach_console(host, guest)
         guest.resume()
+        self._note_started()
 
     # --- clone, needs_restart, migrate -----------------------------------------------------
     def clone(self, name: str | None = None, **params: Any) -> LibvirtVM:

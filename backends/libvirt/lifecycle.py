@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REBOOT_METHODS = ("shell", "system_reset")
+REBOOT_METHODS = ("shell", "system_reset", "libvirt_reset")  # the last is avocado-vt libvirt's name
 
 
 def shutdown_gracefully(vm: LibvirtVM, guest: Guest) -> bool:
@@ -91,14 +91,15 @@ def reboot_guest(
     method: str,
     nic_index: int,
     timeout: float,
+    serial: bool = False,
 ) -> ShellSession:
     """Reboot ``guest`` by ``method`` and log in again (see LibvirtVM.reboot)."""
     if method not in REBOOT_METHODS:
-        raise VMRebootError(f"unknown reboot method {method!r} (use shell or system_reset)")
+        raise VMRebootError(f"unknown reboot method {method!r} (use {', '.join(REBOOT_METHODS)})")
     events = vm.host.events.subscribe(guest.uuid)
     try:
         if method == "shell":
-            session = session or vm.login_any(nic_index, timeout)
+            session = session or vm.login_any(nic_index, timeout, serial)
             session.sendline(vm.spec.reboot_command)
         else:
             guest.reset()
@@ -111,6 +112,6 @@ def reboot_guest(
     if session is not None and session is not vm.serial_console:
         session.close()
     try:
-        return vm.login_any(nic_index, timeout)
+        return vm.login_any(nic_index, timeout, serial)
     except (LoginError, VMError) as exc:
         raise VMRebootError(f"{vm.name!r} did not come back after reboot: {exc}") from exc

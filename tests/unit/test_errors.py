@@ -323,6 +323,8 @@ ADDED = [
     "ShellProcessTerminatedError",
     "ShellStatusError",
     "ShellCmdError",
+    "ExpectTimeoutError",
+    "ExpectProcessTerminatedError",
     "TransferError",
 ]
 

@@ -155,7 +155,7 @@ def test_get_list() -> None:
 
 def test_get_dict() -> None:
     p = Params(opts="a=1, b = 2 ,c=x=y")
-    assert p.get_dict("opts") == {"a": "1", "b": "2", "c": "x=y"}
+    assert p.get_dict("opts", delimiter=",") == {"a": "1", "b": "2", "c": "x=y"}
     assert p.get_dict("missing") == {}
     assert p.get_dict("missing", {"k": "v"}) == {"k": "v"}
     assert Params(o="a:1;b:2").get_dict("o", delimiter=";", separator=":") == {"a": "1", "b": "2"}
@@ -164,7 +164,7 @@ def test_get_dict() -> None:
 @pytest.mark.parametrize("value", ["a=1,b", "=1", "a=1, =2"])
 def test_get_dict_bad_item_raises_naming_the_key(value: str) -> None:
     with pytest.raises(VMParamsError, match="'opts'"):
-        Params(opts=value).get_dict("opts")
+        Params(opts=value).get_dict("opts", delimiter=",")
 
 
 # --- dict behaviour ---------------------------------------------------------------------------

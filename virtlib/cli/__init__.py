@@ -38,7 +38,7 @@ def common_options() -> Parser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from virtlib.cli import hostcheck, images, interactive, vms
+    from virtlib.cli import avocado, hostcheck, images, interactive, vms
 
     common = common_options()
     parser = Parser(
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     interactive.register(commands, common)
     images.register(commands, common)
     hostcheck.register(commands, common)
+    avocado.register(commands, common)
 
     guest = commands.add_parser("guest", help="the bundled test guest")
     guest_actions = guest.add_subparsers(dest="guest_command", required=True, metavar="ACTION")
