@@ -46,7 +46,7 @@ def find_crash(output: str) -> KernelCrash | None:
     start = START_RE.search(text)
     if start is None:
         return None
-    lines = text[start.start() :].split("\n")[:MAX_LINES]
+    lines = text[start.start("what") :].split("\n")[:MAX_LINES]
     excerpt = "\n".join(lines)
     trailer = TRAILER_RE.search(excerpt)
     if trailer is not None:
