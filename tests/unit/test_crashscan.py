@@ -26,7 +26,7 @@ login: root
 [    3.690000] Call Trace:
 [    3.700000]  virtlib_oops_write+0x1d/0x30
 [    3.710279] ---[ end trace 0000000000000000 ]---
-# 
+#
 """
 
 
