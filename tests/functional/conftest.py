@@ -9,6 +9,11 @@ failure here, not a skip.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from virtlib.params import Params
@@ -32,3 +37,15 @@ def virtlib_params(virtlib_params: Params) -> Params:
 def libvirt_uri(libvirt_host: str) -> str:
     """The libvirt URI the tests run on (the plugin's ``libvirt_host``)."""
     return libvirt_host
+
+
+@pytest.fixture
+def qemu_dir() -> Iterator[Path]:
+    """A directory libvirt's QEMU (user libvirt-qemu) can reach, removed after the test
+    (pytest's tmp_path lives under a 0700 directory QEMU cannot enter)."""
+    path = Path(tempfile.mkdtemp(prefix="virtlib-test-", dir="/var/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
