@@ -38,6 +38,7 @@ FILE_TRANSFER_CLIENTS = ("sftp", "scp")
 _FLAG_ON, _FLAG_OFF = ("on", "yes", "true"), ("off", "no", "false")
 _CPU_FEATURE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 BUNDLED = "bundled"
+MIGRATION_STORAGE = ("", "shared", "copy", "copy-incremental")
 
 
 def _choice(params: Params, key: str, default: str, choices: tuple[str, ...]) -> str:
@@ -343,6 +344,7 @@ class VMSpec:
     shutdown_command: str
     shutdown_timeout: float
     migration_bandwidth_mib: int
+    migration_storage: str = ""
     #: ``cpu_model_flags``: features to require or disable on top of the CPU model.
     cpu_features: tuple[CpuFeature, ...] = ()
 
@@ -431,8 +433,13 @@ class VMSpec:
             shutdown_command=params.get("shutdown_command", "poweroff"),
             shutdown_timeout=params.get_float("shutdown_timeout", 30.0),
             migration_bandwidth_mib=params.get_numeric("migration_bandwidth", 0),
+            migration_storage=_choice(params, "migration_storage", "", MIGRATION_STORAGE),
             cpu_features=parse_cpu_flags(params.get("cpu_model_flags", "")),
         )
+
+    def writable_disks(self) -> tuple[DiskSpec, ...]:
+        """Disks the guest can write (what a migration must share or copy)."""
+        return tuple(disk for disk in self.disks if not disk.readonly)
 
     def nic(self, index: int) -> NicSpec | None:
         return self.nics[index] if 0 <= index < len(self.nics) else None

@@ -91,17 +91,28 @@ class VMState:
     root_dir: str = "."
     partition: Partition = WHOLE
     accel: str = ""
+    #: Files virtlib made for this VM outside its private directory (migration copies of
+    #: its disks, ...): removed with the VM.
+    owned_files: tuple[str, ...] = ()
 
     def replace(self, **changes: object) -> VMState:
         """A new state with ``changes`` (the only way a state changes)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
-    def moved(self, uri: str, allocations: Allocations) -> VMState:
-        """The state after a migration to ``uri`` holding ``allocations`` there."""
+    def moved(
+        self,
+        uri: str,
+        allocations: Allocations,
+        params: Mapping[str, str] | None = None,
+        owned_files: tuple[str, ...] = (),
+    ) -> VMState:
+        """The state after a migration to ``uri`` holding ``allocations`` there (``params``
+        changed there, e.g. the paths of copied disks, and ``owned_files`` made there)."""
         return VMState.designed(
             self.spec.name,
-            {**self.params, "connect_uri": uri},
+            {**self.params, **(params or {}), "connect_uri": uri},
             self.root_dir,
+            owned_files=owned_files,
             instance=self.instance,
             uri=uri,
             uuid=self.uuid,

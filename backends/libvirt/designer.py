@@ -107,7 +107,7 @@ def design(
     """
     template, domain_type = template_and_type(spec, facts)
     xen = template.startswith("xen")
-    disks = _disks(spec.name, spec.disks, spec.cdroms, xen=xen, pv=template == "xen-pv")
+    disks = _disks(spec, xen=xen, pv=template == "xen-pv")
     interfaces, user_nets = _nics(spec.nics, allocations, xen)
     if spec.hugepages and check_resources:
         _check_hugepages(spec, facts)
@@ -201,12 +201,15 @@ def missing_disk(vm: str, disk: DiskSpec) -> VMFileMissingError:
     )
 
 
-def _disks(
-    vm: str, disks: tuple[DiskSpec, ...], cdroms: tuple[CdromSpec, ...], xen: bool, pv: bool
-) -> tuple[DiskConfig, ...]:
+def _disks(spec: VMSpec, xen: bool, pv: bool) -> tuple[DiskConfig, ...]:
+    """Disks, then CD-ROMs, with Linux's target names.  On shared migration storage the
+    writable disks keep their owner (QEMU's user, set by the driver): both hosts' QEMUs
+    use them, and libvirt must not hand them back to root when one side stops."""
+    vm = spec.name
+    shared = spec.migration_storage == "shared"
     next_name = _target_names()
     result = []
-    for disk in disks:
+    for disk in spec.disks:
         if not disk.raw_device and not disk.path.exists():
             raise missing_disk(vm, disk)
         bus = _disk_bus(disk.bus, xen, pv)
@@ -218,9 +221,10 @@ def _disks(
                 format=disk.format,
                 block=disk.raw_device,
                 readonly=disk.readonly,
+                relabel=not (shared and not disk.readonly),
             )
         )
-    for cdrom in cdroms:
+    for cdrom in spec.cdroms:
         if cdrom.path is not None:
             check_cdrom(cdrom, vm)
         bus = _cdrom_bus(cdrom.bus, xen, pv)

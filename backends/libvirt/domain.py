@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from virtlib.accel import AccelChoice
-from virtlib.backends.libvirt import designer, domxml, inventory, metadata, migration
+from virtlib.backends.libvirt import designer, domxml, inventory, metadata, migration, storage
 from virtlib.backends.libvirt.console import SerialConsole, attach_serial
 from virtlib.backends.libvirt.errors import message
 from virtlib.backends.libvirt.events import DomainEvent
@@ -196,6 +196,7 @@ class LibvirtVM(BaseVM):
         try:
             self._set_state(self._new_state(host, mac_source, previous_uuid))
             created_images = self._create_images()
+            storage.share_with_qemu(host, self.spec)
             xml = self._render(self._require_state())
             self._trust_host_keys()
             self._start(host, xml)
@@ -522,6 +523,13 @@ class LibvirtVM(BaseVM):
 
     def _stop(self, gracefully: bool) -> None:
         self._guest_cache = None
+        state = self._require_state()
+        try:
+            self._stop_domain(gracefully)
+        finally:
+            storage.remove_files(Host.get(state.uri), state.owned_files)
+
+    def _stop_domain(self, gracefully: bool) -> None:
         try:
             guest = self.guest()
         except VMNotFoundError:

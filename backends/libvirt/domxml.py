@@ -36,6 +36,7 @@ class DiskConfig:
     device: str = "disk"  # or "cdrom"
     block: bool = False  # a raw device (type="block") rather than a file
     readonly: bool = False
+    relabel: bool = True  # False: libvirt leaves its owner alone (shared storage)
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,9 @@ def _disk(disk: DiskConfig) -> etree._Element:
     element = etree.Element("disk", type="block" if disk.block else "file", device=disk.device)
     _child(element, "driver", name="qemu", type=disk.format)
     if disk.source:
-        _child(element, "source", **{"dev" if disk.block else "file": disk.source})
+        source = _child(element, "source", **{"dev" if disk.block else "file": disk.source})
+        if not disk.relabel:
+            _child(source, "seclabel", model="dac", relabel="no")
     _child(element, "target", dev=disk.target, bus=disk.bus)
     if disk.readonly or disk.device == "cdrom":
         _child(element, "readonly")

@@ -20,12 +20,14 @@ import logging
 import threading
 import urllib.parse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import libvirt
 from lxml import etree
 
 from virtlib.accel import AccelChoice, decide, local_choice
+from virtlib.backends.libvirt import storage_xml
 from virtlib.backends.libvirt.errors import ErrorFactory, message, translated
 from virtlib.backends.libvirt.events import EventHub, ensure_event_loop
 from virtlib.backends.libvirt.guest import Guest
@@ -269,6 +271,49 @@ class Host:
     def new_stream(self) -> Any:
         with translated("open a stream on", self.uri, self.uri):
             return self.conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+
+    # --- storage ----------------------------------------------------------------------------
+    def create_volume(
+        self, path: str, fmt: str, capacity: int, backing: tuple[str, str] | None = None
+    ) -> None:
+        """Create an image file at ``path`` on this host through libvirt's storage API (so it
+        works on a remote host too): ``capacity`` bytes, or an overlay over ``backing``
+        (path, format).  A directory no pool covers gets a transient pool for the call."""
+        directory = str(Path(path).parent)
+        with translated("create the image", self.uri, path):
+            conn = self.conn
+            try:
+                pool = conn.storagePoolLookupByTargetPath(directory)
+                transient = False
+                pool.refresh(0)
+            except libvirt.libvirtError:
+                pool = conn.storagePoolCreateXML(storage_xml.pool(directory), 0)
+                transient = True
+            try:
+                pool.createXML(storage_xml.volume(Path(path).name, fmt, capacity, backing), 0)
+            finally:
+                if transient:
+                    with contextlib.suppress(libvirt.libvirtError):
+                        pool.destroy()
+
+    def delete_volume(self, path: str) -> None:
+        """Delete an image file on this host through libvirt's storage API."""
+        with translated("delete the image", self.uri, path):
+            conn = self.conn
+            directory = str(Path(path).parent)
+            try:
+                pool = conn.storagePoolLookupByTargetPath(directory)
+                transient = False
+                pool.refresh(0)
+            except libvirt.libvirtError:
+                pool = conn.storagePoolCreateXML(storage_xml.pool(directory), 0)
+                transient = True
+            try:
+                pool.storageVolLookupByName(Path(path).name).delete(0)
+            finally:
+                if transient:
+                    with contextlib.suppress(libvirt.libvirtError):
+                        pool.destroy()
 
     # --- host facts -----------------------------------------------------------------------
     def capabilities(self) -> etree._Element:

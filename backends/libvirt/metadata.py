@@ -36,6 +36,8 @@ def encode(state: VMState) -> dict[str, str]:
         "root_dir": state.root_dir,
         "params": json.dumps(public_params(state.params), sort_keys=True),
     }
+    if state.owned_files:
+        values["owned_files"] = json.dumps(list(state.owned_files))
     if not state.partition.whole:  # its reservations live in that partition's tables
         values["partition"] = f"{state.partition.index}/{state.partition.count}"
     return values
@@ -70,6 +72,7 @@ def decode(
         raise VMError(f"the domain {name!r} has no virtlib metadata: it was not made by virtlib")
     try:
         params: dict[str, str] = json.loads(values.get("params") or "{}")
+        owned: list[str] = json.loads(values.get("owned_files") or "[]")
     except ValueError as exc:
         raise VMError(f"the virtlib metadata of {name!r} is damaged: {exc}") from None
     params.update(extra or {})
@@ -85,6 +88,7 @@ def decode(
         allocations=decode_allocations(values),
         partition=partition,
         accel=values.get("accel", ""),
+        owned_files=tuple(owned),
     )
 
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import libvirt
 
-from virtlib.backends.libvirt import domxml
+from virtlib.backends.libvirt import domxml, storage
 from virtlib.backends.libvirt.guest import Guest
 from virtlib.backends.libvirt.host import Host, is_local_uri
 from virtlib.errors import (
@@ -174,6 +174,26 @@ class _Worker(threading.Thread):
             self.done.set()
 
 
+@dataclass
+class _Move:
+    """Everything decided before the transfer starts."""
+
+    state: VMState
+    dest: Host
+    local: bool
+    ports: dict[PortKey, int]
+    disks: storage.StoragePlan
+    moved: VMState | None = None
+    dest_xml: str = ""
+
+    def release(self, vm: LibvirtVM) -> None:
+        """Undo the reservations and files made for a migration that failed."""
+        if self.local:
+            old = set(self.state.allocations.port_map.values())
+            vm.port_pool().release(vm.instance, set(self.ports.values()) - old)
+        storage.remove_files(self.dest, self.disks.created)
+
+
 def migrate(vm: LibvirtVM, request: MigrationRequest) -> MigrationResult:
     """Migrate ``vm``; see the module docstring and BaseVM.migrate for the parameters."""
     check_protocol(request.protocol)
@@ -181,6 +201,7 @@ def migrate(vm: LibvirtVM, request: MigrationRequest) -> MigrationResult:
     if not vm.is_alive() or vm.state is None:
         raise VMStateError(f"cannot migrate {vm.name!r}: it is not running")
     state = vm.state
+    storage.check(vm.name, state.spec)
     try:
         dest = Host.get(dest_uri)
         dest_conn = dest.conn
@@ -191,38 +212,33 @@ def migrate(vm: LibvirtVM, request: MigrationRequest) -> MigrationResult:
     pause = (request.offline or request.stable_check) and not was_paused
     local = _is_local_destination(dest_uri)
     ports = _reserve_destination_ports(vm, state) if local else state.allocations.port_map
-    moved = state.moved(dest_uri, state.allocations.with_ports(ports))
-    dest_xml = domxml.render(vm.design(moved, check_resources=False))
-    states = Path(request.save_path)
+    move = _Move(state, dest, local, ports, storage.StoragePlan())
     try:
+        move.disks = storage.plan(vm, state, dest, local)
+        owned = tuple(f for f in state.owned_files if f not in move.disks.replaced)
+        move.moved = state.moved(
+            dest_uri,
+            state.allocations.with_ports(ports),
+            move.disks.params,
+            owned + tuple(move.disks.created),
+        )
+        move.dest_xml = domxml.render(vm.design(move.moved, check_resources=False))
         if pause:
             guest.suspend()
-        before = ""
-        if request.stable_check:
-            before = memory_state_hash(vm, guest, states, "before", request.clean)
-        with _data_channel(request, vm.host, dest_uri) as data_uri:
-            params = _migration_params(vm, dest_xml, data_uri)
-            flags = _migration_flags(
-                guest, live=not (request.offline or request.stable_check or was_paused)
-            )
-            result = _run_job(vm, guest, lambda: guest.migrate(dest_conn, params, flags), request)
-        dest_guest = dest.lookup(state.uuid)
-        if request.stable_check:
-            after = memory_state_hash(vm, dest_guest, states, "after", request.clean)
-            result.state_hashes = (before, after)
+        result, dest_guest = _transfer(
+            vm,
+            guest,
+            dest_conn,
+            move,
+            request,
+            live=not (request.offline or request.stable_check or was_paused),
+        )
     except BaseException:
-        if local:
-            vm.port_pool().release(
-                vm.instance, set(ports.values()) - set(state.allocations.port_map.values())
-            )
+        move.release(vm)
         if pause and vm.is_alive():
             guest.resume()
         raise
-    vm.moved_to(moved, dest_guest)
-    if local:
-        vm.port_pool().release(
-            vm.instance, set(state.allocations.port_map.values()) - set(ports.values())
-        )
+    _switch(vm, move, dest_guest)
     if pause:
         dest_guest.resume()
     result.dest_uri = dest_uri
@@ -239,6 +255,43 @@ def migrate(vm: LibvirtVM, request: MigrationRequest) -> MigrationResult:
     return result
 
 
+def _transfer(
+    vm: LibvirtVM,
+    guest: Guest,
+    dest_conn: libvirt.virConnect,
+    move: _Move,
+    request: MigrationRequest,
+    live: bool,
+) -> tuple[MigrationResult, Guest]:
+    """The migration job itself (with the memory hashes of ``stable_check`` around it)."""
+    states = Path(request.save_path)
+    before = ""
+    if request.stable_check:
+        before = memory_state_hash(vm, guest, states, "before", request.clean)
+    with _data_channel(request, vm.host, move.dest.uri) as data_uri:
+        params = _migration_params(vm, move.dest_xml, data_uri, move.disks.targets)
+        flags = _migration_flags(guest, live) | move.disks.flags
+        result = _run_job(vm, guest, lambda: guest.migrate(dest_conn, params, flags), request)
+    dest_guest = move.dest.lookup(move.state.uuid)
+    if request.stable_check:
+        after = memory_state_hash(vm, dest_guest, states, "after", request.clean)
+        result.state_hashes = (before, after)
+    return result, dest_guest
+
+
+def _switch(vm: LibvirtVM, move: _Move, dest_guest: Guest) -> None:
+    """The VM now lives on the destination: its new state; the source's ports and the
+    copies of its disks that it no longer uses are freed."""
+    source = vm.host
+    if move.moved is None:  # pragma: no cover - set before any transfer starts
+        raise VMMigrateFailedError(f"migration of {vm.name!r}: no destination state")
+    vm.moved_to(move.moved, dest_guest)
+    if move.local:
+        new = set(move.ports.values())
+        vm.port_pool().release(vm.instance, set(move.state.allocations.port_map.values()) - new)
+    storage.remove_files(source, move.disks.replaced)
+
+
 @contextlib.contextmanager
 def _data_channel(request: MigrationRequest, source: Host, dest_uri: str) -> Iterator[str]:
     """The migration data URI; a UNIX socket's private directory is removed afterwards."""
@@ -252,11 +305,15 @@ def _data_channel(request: MigrationRequest, source: Host, dest_uri: str) -> Ite
         shutil.rmtree(sockets, ignore_errors=True)
 
 
-def _migration_params(vm: LibvirtVM, dest_xml: str, data_uri: str) -> dict[str, Any]:
+def _migration_params(
+    vm: LibvirtVM, dest_xml: str, data_uri: str, disks: list[str]
+) -> dict[str, Any]:
     params: dict[str, Any] = {
         libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml,
         libvirt.VIR_MIGRATE_PARAM_URI: data_uri,
     }
+    if disks:
+        params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = disks
     if vm.spec.migration_bandwidth_mib > 0:
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = vm.spec.migration_bandwidth_mib
     return params
