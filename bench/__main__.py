@@ -28,7 +28,18 @@ from typing import Any
 
 import libvirt
 
-from bench import boot, cgroup, chart, management, migration, report, roundtrip, scale, xmlgen
+from bench import (
+    boot,
+    cgroup,
+    chart,
+    management,
+    migration,
+    reboot,
+    report,
+    roundtrip,
+    scale,
+    xmlgen,
+)
 from bench.cleanup import sweep, virsh_list
 from bench.context import Context
 from bench.model import BenchResult
@@ -38,6 +49,7 @@ BENCHES: dict[str, Callable[[Context], BenchResult]] = {
     "management": management.run,
     "roundtrip": roundtrip.run,
     "boot": boot.run,
+    "reboot": reboot.run,
     "migration": migration.run,
     "scale": scale.run,
 }

@@ -60,6 +60,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: How long a retried SSH login waits for the server's banner (seconds).
+RETRY_BANNER_TIMEOUT = 1.0
+
 #: What ``restart_network`` runs in the guest (on the serial console): the first DHCP client
 #: found renews every NIC's lease (dhclient, dhcpcd, then busybox's udhcpc).
 RESTART_NETWORK_COMMAND = (
@@ -230,6 +233,18 @@ class BaseVM(abc.ABC):
         :raises LoginError: (and subclasses) when login fails.
         :raises VMAddressError: when the guest has no reachable address.
         """
+        return self._login(nic_index, timeout, username, password)
+
+    def _login(
+        self,
+        nic_index: int,
+        timeout: float,
+        username: str | None,
+        password: str | None,
+        retrying: bool = False,
+    ) -> ShellSession:
+        """login(); a ``retrying`` attempt waits only RETRY_BANNER_TIMEOUT for the SSH
+        banner (a forward accepts while the guest is down) and logs quietly."""
         login = self.spec.login
         address = self.get_address(nic_index)
         port = self.get_port(login.shell_port, nic_index)
@@ -246,6 +261,8 @@ class BaseVM(abc.ABC):
             known_hosts=self.known_hosts_file(),
             host_key_policy=login.host_key_policy,
             log_file=self.workdir / f"session-{self.name}-{random_string(4)}.log",
+            banner_timeout=RETRY_BANNER_TIMEOUT if retrying else None,
+            quiet=retrying,
         )
         session.set_status_test_command(login.status_test_command)
         return session
@@ -328,12 +345,14 @@ class BaseVM(abc.ABC):
         status_check: bool,
     ) -> ShellSession:
         return retry(
-            lambda: self.login(nic_index, internal_timeout, username, password),
+            lambda: self._login(nic_index, internal_timeout, username, password, retrying=True),
             timeout,
             retry_on=(LoginError, VMError),
             fatal=(LoginAuthenticationError,),
             give_up=self.verify_alive if status_check else None,
             on_error=lambda exc: log.debug("login to %r: %s", self.name, exc),
+            initial=0.05,
+            maximum=0.25,  # each attempt already waits up to RETRY_BANNER_TIMEOUT
         )
 
     def copy_files_to(

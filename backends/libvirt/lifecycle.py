@@ -40,7 +40,7 @@ def shutdown_gracefully(vm: LibvirtVM, guest: Guest) -> bool:
 def _shell_shutdown(vm: LibvirtVM) -> bool:
     """Send ``shutdown_command`` over SSH; False when no shell could be reached."""
     try:
-        session = vm.login(timeout=5)
+        session = vm._login(0, 5, None, None, retrying=True)
     except (LoginError, VMError) as exc:
         log.debug("%s: no shell for a shutdown command: %s", vm.name, exc)
         return False

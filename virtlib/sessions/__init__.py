@@ -40,8 +40,12 @@ def remote_login(
     known_hosts: Path | None = None,
     host_key_policy: str = "accept-new",
     log_file: Path | None = None,
+    banner_timeout: float | None = None,
+    quiet: bool = False,
 ) -> ShellSession:
     """Log in with ``client`` (ssh, telnet or nc) and return a session at the shell prompt.
+
+    ``banner_timeout`` and ``quiet`` are for retried SSH attempts (see ssh.connect).
 
     :raises LoginBadClientError: an unknown client.
     :raises LoginError: (and subclasses) the login failed.
@@ -52,7 +56,15 @@ def remote_login(
         if known_hosts is None:
             raise LoginError("SSH needs a known_hosts file (per VM) to verify the guest's key")
         connection = ssh.connect(
-            host, port, username, password, timeout, known_hosts, host_key_policy
+            host,
+            port,
+            username,
+            password,
+            timeout,
+            known_hosts,
+            host_key_policy,
+            banner_timeout=banner_timeout,
+            quiet=quiet,
         )
         try:
             channel = ssh.open_shell(connection)

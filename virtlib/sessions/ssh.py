@@ -66,6 +66,22 @@ class AcceptNewHostKeyPolicy(paramiko.MissingHostKeyPolicy):
         client.save_host_keys(str(self.known_hosts))
 
 
+class _Demote(logging.Filter):
+    """Everything paramiko says about a retried attempt is DEBUG: a guest still booting
+    makes it log tracebacks ("Error reading SSH protocol banner") for a normal retry."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not logging.getLogger(RETRY_LOG_CHANNEL).isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+#: paramiko's log channel for attempts that will be retried (quiet below WARNING).
+RETRY_LOG_CHANNEL = "virtlib.sessions.ssh.retry"
+logging.getLogger(RETRY_LOG_CHANNEL).addFilter(_Demote())
+
+
 def connect(
     host: str,
     port: int,
@@ -74,11 +90,21 @@ def connect(
     timeout: float,
     known_hosts: Path,
     host_key_policy: str = "accept-new",
+    banner_timeout: float | None = None,
+    quiet: bool = False,
 ) -> paramiko.SSHClient:
-    """An authenticated SSHClient; errors mapped to the LoginError family."""
+    """An authenticated SSHClient; errors mapped to the LoginError family.
+
+    ``banner_timeout`` (default ``timeout``) bounds the wait for the server's first
+    line: a port forwarded by QEMU's user network accepts a connection even while
+    the guest is down, so a retrying caller keeps it short.  ``quiet`` sends
+    paramiko's own messages to DEBUG (for attempts that will be retried).
+    """
     if host_key_policy not in HOST_KEY_POLICIES:
         raise LoginError(f"unknown host key policy {host_key_policy!r}")
     client = paramiko.SSHClient()
+    if quiet:
+        client.set_log_channel(RETRY_LOG_CHANNEL)
     if known_hosts.exists():
         client.load_host_keys(str(known_hosts))
     if host_key_policy == "accept-new":
@@ -94,7 +120,7 @@ def connect(
             username=username,
             password=password,
             timeout=timeout,
-            banner_timeout=timeout,
+            banner_timeout=timeout if banner_timeout is None else min(banner_timeout, timeout),
             auth_timeout=timeout,
             look_for_keys=False,
             allow_agent=False,
