@@ -56,6 +56,7 @@ from virtlib.waiting import retry, wait_for
 from virtlib.workdir import make_vm_dir
 
 if TYPE_CHECKING:
+    from virtlib.agent import GuestAgent
     from virtlib.sessions.shell import ShellSession
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class BaseVM(abc.ABC):
         #: backend replaces it whole; ``instance``, ``uuid``, ``uri`` and ``partition`` read it.
         self.state: VMState | None = None
         self._workdir: Path | None = None
+        self._login_retrying = False  # inside wait_for_login (see _login)
         self._partition: Partition = current_partition()
         #: When the VM last started (create or restore): ``time.time()`` and
         #: ``time.monotonic()``; 0.0 before.  avocado-vt's attributes.
@@ -233,7 +235,7 @@ class BaseVM(abc.ABC):
         :raises LoginError: (and subclasses) when login fails.
         :raises VMAddressError: when the guest has no reachable address.
         """
-        return self._login(nic_index, timeout, username, password)
+        return self._login(nic_index, timeout, username, password, self._login_retrying)
 
     def _login(
         self,
@@ -243,8 +245,9 @@ class BaseVM(abc.ABC):
         password: str | None,
         retrying: bool = False,
     ) -> ShellSession:
-        """login(); a ``retrying`` attempt waits only RETRY_BANNER_TIMEOUT for the SSH
-        banner (a forward accepts while the guest is down) and logs quietly."""
+        """login(); a ``retrying`` attempt (inside wait_for_login) waits only
+        RETRY_BANNER_TIMEOUT for the SSH banner (a forward accepts while the guest is
+        down) and logs quietly."""
         login = self.spec.login
         address = self.get_address(nic_index)
         port = self.get_port(login.shell_port, nic_index)
@@ -344,16 +347,20 @@ class BaseVM(abc.ABC):
         password: str | None,
         status_check: bool,
     ) -> ShellSession:
-        return retry(
-            lambda: self._login(nic_index, internal_timeout, username, password, retrying=True),
-            timeout,
-            retry_on=(LoginError, VMError),
-            fatal=(LoginAuthenticationError,),
-            give_up=self.verify_alive if status_check else None,
-            on_error=lambda exc: log.debug("login to %r: %s", self.name, exc),
-            initial=0.05,
-            maximum=0.25,  # each attempt already waits up to RETRY_BANNER_TIMEOUT
-        )
+        self._login_retrying = True
+        try:
+            return retry(
+                lambda: self.login(nic_index, internal_timeout, username, password),
+                timeout,
+                retry_on=(LoginError, VMError),
+                fatal=(LoginAuthenticationError,),
+                give_up=self.verify_alive if status_check else None,
+                on_error=lambda exc: log.debug("login to %r: %s", self.name, exc),
+                initial=0.05,
+                maximum=0.25,  # each attempt already waits up to RETRY_BANNER_TIMEOUT
+            )
+        finally:
+            self._login_retrying = False
 
     def copy_files_to(
         self,
@@ -778,6 +785,13 @@ class BaseVM(abc.ABC):
             raise VMStatusError(
                 f'VM {self.name!r}: unexpected VM status: "{current}" (expected "{status}")'
             )
+
+    def guest_agent(self) -> GuestAgent:
+        """The VM's QEMU guest agent (see :mod:`virtlib.agent`).
+
+        :raises VMNotSupportedError: the backend or the VM has no agent channel.
+        """
+        raise VMNotSupportedError("guest agent", self.BACKEND)
 
     # --- Operations for tools (the CLI, the pytest plugin): optional, backend-neutral ---------
     @classmethod

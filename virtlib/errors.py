@@ -365,6 +365,14 @@ class VMTimeoutError(VMError):
     """An operation did not finish in time; the message says what was waited for."""
 
 
+class VMAgentError(VMError):
+    """The guest agent refused or failed a command (or the VM has no agent channel)."""
+
+
+class VMAgentTimeoutError(VMAgentError, VMTimeoutError):
+    """No guest agent answered in time: not installed, not started yet, or the guest hangs."""
+
+
 class ImageError(VMError):
     """An image operation (qemu-img) failed."""
 

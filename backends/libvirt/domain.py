@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from virtlib.accel import AccelChoice
 from virtlib.backends.libvirt import designer, domxml, inventory, metadata, migration, storage
+from virtlib.backends.libvirt.agent import LibvirtGuestAgent
 from virtlib.backends.libvirt.console import SerialConsole, attach_serial
 from virtlib.backends.libvirt.errors import message
 from virtlib.backends.libvirt.events import DomainEvent
@@ -47,6 +48,7 @@ from virtlib.errors import (
     VMIPAddressMissingError,
     VMMACAddressMissingError,
     VMNotFoundError,
+    VMNotSupportedError,
     VMParamsError,
     VMPortNotRedirectedError,
 )
@@ -714,6 +716,18 @@ class LibvirtVM(BaseVM):
             self._listen(host, state.uuid)
             self._trust_host_keys()
             self._attach_console(host, guest)
+
+    # --- the guest agent ---------------------------------------------------------------------
+    def guest_agent(self) -> LibvirtGuestAgent:
+        """The QEMU guest agent on the domain's ``org.qemu.guest_agent.0`` channel.
+
+        :raises VMNotSupportedError: ``guest_agent = no`` (the domain has no channel).
+        """
+        if not getattr(self.spec, "guest_agent", True):
+            raise VMNotSupportedError(
+                "guest agent", self.BACKEND, f"{self.name!r}: guest_agent = no"
+            )
+        return LibvirtGuestAgent(self)
 
     # --- tools: info, inventory, host checks ----------------------------------------------------
     def info(self) -> dict[str, Any]:

@@ -7,15 +7,18 @@ Code above the wrapper speaks virtlib's types: states come back as
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
 import libvirt
+import libvirt_qemu
 
-from virtlib.backends.libvirt.errors import ErrorFactory, translated
-from virtlib.errors import VMError, VMNotFoundError
+from virtlib.backends.libvirt.errors import ErrorFactory, message, translated
+from virtlib.errors import VMAgentError, VMAgentTimeoutError, VMError, VMNotFoundError
 
 T = TypeVar("T")
 
@@ -248,6 +251,75 @@ class Guest:
             "open the console of",
             lambda: self.dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE),
             overrides,
+        )
+
+    # --- the guest agent -----------------------------------------------------------------
+    def _agent_call(self, what: str, call: Callable[[], T]) -> T:
+        """Agent errors: not answering -> VMAgentTimeoutError; refusals -> VMAgentError."""
+        agent_errors: dict[int, ErrorFactory] = {
+            libvirt.VIR_ERR_AGENT_UNRESPONSIVE: lambda e: VMAgentTimeoutError(
+                f"the guest agent of {self.name!r} does not answer ({what}): {message(e)}"
+            ),
+            libvirt.VIR_ERR_AGENT_UNSYNCED: lambda e: VMAgentTimeoutError(
+                f"the guest agent of {self.name!r} is not in step ({what}): {message(e)}"
+            ),
+        }
+        return self._call(
+            what,
+            call,
+            agent_errors,
+            default=lambda e: VMAgentError(f"{what} on {self.name!r}: {message(e)}"),
+        )
+
+    def agent_command(self, command: dict[str, Any], timeout: float) -> Any:
+        """One guest-agent command (QMP JSON); its ``return`` value."""
+        text = json.dumps(command)
+        seconds = max(1, int(timeout))
+        answer = self._agent_call(
+            f"guest agent {command.get('execute')}",
+            lambda: libvirt_qemu.qemuAgentCommand(self.dom, text, seconds, 0),
+        )
+        try:
+            return json.loads(answer).get("return")
+        except (ValueError, AttributeError) as exc:
+            raise VMAgentError(f"the guest agent of {self.name!r} answered {answer!r}") from exc
+
+    def fs_freeze(self) -> int:
+        return int(self._agent_call("freeze the filesystems", lambda: self.dom.fsFreeze(None, 0)))
+
+    def fs_thaw(self) -> int:
+        return int(self._agent_call("thaw the filesystems", lambda: self.dom.fsThaw(None, 0)))
+
+    def set_user_password(self, user: str, password: str) -> None:
+        self._agent_call(
+            f"set the password of {user!r}", lambda: self.dom.setUserPassword(user, password, 0)
+        )
+
+    def guest_os_info(self) -> dict[str, str]:
+        info = self._agent_call(
+            "read the OS of", lambda: self.dom.guestInfo(libvirt.VIR_DOMAIN_GUEST_INFO_OS, 0)
+        )
+        return {str(k).removeprefix("os."): str(v) for k, v in (info or {}).items()}
+
+    def set_time_now(self) -> None:
+        now = time.time()
+        seconds = int(now)
+        self._agent_call(
+            "set the clock of",
+            lambda: self.dom.setTime(
+                {"seconds": seconds, "nseconds": int((now - seconds) * 1e9)}, 0
+            ),
+        )
+
+    def agent_shutdown(self) -> None:
+        self._agent_call(
+            "shut down (agent)",
+            lambda: self.dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT),
+        )
+
+    def agent_reboot(self) -> None:
+        self._agent_call(
+            "reboot (agent)", lambda: self.dom.reboot(libvirt.VIR_DOMAIN_REBOOT_GUEST_AGENT)
         )
 
     def __repr__(self) -> str:

@@ -31,6 +31,7 @@ from virtlib.errors import (
     VMParamsError,
     VMStatusError,
 )
+from virtlib.sessions.shell import ShellSession
 
 
 @pytest.fixture
@@ -196,7 +197,15 @@ def test_wait_for_login_restart_network_renews_leases_then_logs_in_again(
     vm: FakeVM, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(fake_guest.CANNED, RESTART_NETWORK_COMMAND, ("lease renewed\r\n", 0))
-    vm.network = [LoginTimeoutError("", 1)] * 3  # then "ok"
+    vm.network = [LoginTimeoutError("", 1)] * 10_000  # the network fails until the restart
+    serial_login = vm.wait_for_serial_login
+
+    def network_back_after_serial_login(*args: Any, **kwargs: Any) -> ShellSession:
+        console = serial_login(*args, **kwargs)
+        vm.network = []
+        return console
+
+    monkeypatch.setattr(vm, "wait_for_serial_login", network_back_after_serial_login)
     session = vm.wait_for_login(timeout=0.3, internal_timeout=0.1, restart_network=True)
     assert session is not vm.serial_console
     assert vm.guest is not None and RESTART_NETWORK_COMMAND in vm.guest.commands

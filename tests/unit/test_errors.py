@@ -310,6 +310,8 @@ ADDED = [
     "HypervisorError",
     "VMTimeoutError",
     "VMFileMissingError",
+    "VMAgentError",
+    "VMAgentTimeoutError",
     "ImageError",
     "RemoteError",
     "LoginError",
