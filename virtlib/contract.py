@@ -49,11 +49,12 @@ from virtlib.migration import MigrationProgress, MigrationResult
 from virtlib.params import Params
 from virtlib.ports import PortPool
 from virtlib.reservations import Partition, current_partition
+from virtlib.sessions.login import LOGIN_PROMPT
 from virtlib.spec import VMSpec
 from virtlib.state import VMState
 from virtlib.textutil import random_string
 from virtlib.waiting import retry, wait_for
-from virtlib.workdir import make_vm_dir
+from virtlib.workdir import make_vm_dir, serial_log_dir
 
 if TYPE_CHECKING:
     from virtlib.agent import GuestAgent
@@ -106,6 +107,7 @@ class BaseVM(abc.ABC):
         self.state: VMState | None = None
         self._workdir: Path | None = None
         self._login_retrying = False  # inside wait_for_login (see _login)
+        self._serial_log: Path | None = None
         self._partition: Partition = current_partition()
         #: When the VM last started (create or restore): ``time.time()`` and
         #: ``time.monotonic()``; 0.0 before.  avocado-vt's attributes.
@@ -164,9 +166,12 @@ class BaseVM(abc.ABC):
         return self._workdir
 
     def get_serial_console_filename(self) -> str:
-        """Return the serial console log filename (in the VM's private directory)."""
-        base = self.spec.log_dir or self.workdir
-        return str(base / f"serial-{self.name}-{self.instance}.log")
+        """Return the serial console log filename: in ``log_dir``, else in virtlib's
+        private ``serial-logs`` directory (kept after destroy, the newest 200 logs)."""
+        if self._serial_log is None:
+            base = self.spec.log_dir or serial_log_dir()
+            self._serial_log = base / f"serial-{self.name}-{self.instance}.log"
+        return str(self._serial_log)
 
     def get_testlog_filename(self) -> str:
         """Return the testlog filename."""
@@ -502,6 +507,20 @@ class BaseVM(abc.ABC):
             timeout,
         )
         return console
+
+    def serial_logout(self, timeout: float = 10) -> bool:
+        """Log out of the serial console (``exit``) and wait for the login prompt, so no
+        shell is left logged in for whoever attaches next; True when the prompt came."""
+        console = self.serial_console
+        if console is None:
+            return False
+        try:
+            console.sendline("exit")
+            console.read_until_last_line_matches([LOGIN_PROMPT], timeout)
+        except (VMError, OSError) as exc:
+            log.debug("%s: serial logout: %s", self.name, exc)
+            return False
+        return True
 
     def wait_for_serial_login(
         self,

@@ -52,3 +52,25 @@ def remove_tree(path: Path | None) -> None:
     """Remove a directory tree if it exists."""
     if path is not None and path.exists():
         shutil.rmtree(path, ignore_errors=True)
+
+
+SERIAL_LOGS = "serial-logs"
+MAX_SERIAL_LOGS = 200  # the default serial log directory keeps this many, newest first
+
+
+def serial_log_dir(base: Path | None = None, keep: int = MAX_SERIAL_LOGS) -> Path:
+    """The default home of serial logs: ``<private base>/serial-logs`` (0700), where logs
+    outlive their VM; the oldest beyond ``keep`` are removed as new VMs come."""
+    directory = private_base(base) / SERIAL_LOGS
+    directory.mkdir(mode=0o700, exist_ok=True)
+    logs = sorted(directory.glob("serial-*.log"), key=_mtime, reverse=True)
+    for old in logs[keep:]:
+        old.unlink(missing_ok=True)
+    return directory
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+import virtlib
+from virtlib.params import Params
 from virtlib.secondhost import SecondHost
+from virtlib.sessions.login import LOGIN_PROMPT
 from virtlib.textutil import random_string
 
 VIRTLIB = str(Path(sys.executable).parent / "virtlib")
@@ -70,6 +73,20 @@ def test_bad_input_is_one_clear_line(cli: CLI, args: list[str], code: int, words
     assert not list(cli.home.glob("*.qcow2"))
 
 
+def console_answers_with_login_prompt(name: str, uri: str) -> bool:
+    """Attach to the VM's serial console from here and press Enter: a login prompt (no
+    shell left logged in) answers."""
+    vm = virtlib.backend_class("libvirt").adopt(name, Params(connect_uri=uri), ".", True)
+    try:
+        console = vm.serial_console
+        assert console is not None
+        console.sendline("")
+        index, _ = console.read_until_last_line_matches([LOGIN_PROMPT, r"[#$]\s*$"], 20)
+        return index == 0
+    finally:
+        vm.release()
+
+
 def test_vm_lifecycle_through_the_command(cli: CLI, libvirt_uri: str, tmp_path: Path) -> None:
     name = f"vt-cli-{random_string(5)}"
     up = cli.json("up", name, "--set", "mem=256")
@@ -79,6 +96,7 @@ def test_vm_lifecycle_through_the_command(cli: CLI, libvirt_uri: str, tmp_path: 
         assert any(row["name"] == name for row in listed)  # type: ignore[attr-defined]
         info = cli.json("info", name)
         assert info["forwards"]["nic0:22"].startswith("127.0.0.1:")  # type: ignore[index]
+        assert console_answers_with_login_prompt(name, libvirt_uri)  # up logged out of it
 
         assert cli("exec", name, "--", "echo", "hello from the guest").stdout == (
             "hello from the guest\n"

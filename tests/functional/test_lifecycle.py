@@ -36,7 +36,9 @@ def test_boot_login_and_destroy_leaves_nothing(vm_factory: VMFactory, libvirt_ur
 
     assert vm.name not in domain_names(libvirt_uri)
     assert vm.is_dead()
-    assert not workdir.exists() and not serial_log.exists()
+    assert not workdir.exists()
+    assert serial_log.parent.name == "serial-logs" and serial_log.exists()  # evidence stays
+    assert "virtlib-guest login:" in serial_log.read_text(errors="replace")
     assert not any(k.startswith(instance) for k in MacPool().reserved())
     assert not any(k.startswith(instance) for k in PortPool().table.rows())
     assert wait_for(lambda: port_is_free(port), 10), "the forwarded port is still bound"

@@ -96,6 +96,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if not args.no_wait:
             progress.update(0.5, "booting, waiting for the serial login")
             vm.wait_for_serial_login(timeout=args.timeout)
+            vm.serial_logout()  # no root shell left on the console for the next to attach
         store.save(_record(vm))
         info = vm.info()
     except BaseException:
@@ -149,7 +150,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 # --- operations ------------------------------------------------------------------------------
 def cmd_reboot(args: argparse.Namespace) -> int:
     with released(load_vm(args, attach_console=True)) as vm:
-        vm.reboot(method=args.method, timeout=args.timeout).close()
+        session = vm.reboot(method=args.method, timeout=args.timeout)
+        if session is vm.serial_console:
+            vm.serial_logout()
+        else:
+            session.close()
     emit(args.json, {"name": vm.name, "rebooted": True}, f"{vm.name} rebooted and answers")
     return 0
 
