@@ -19,7 +19,7 @@ import contextlib
 import logging
 import threading
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -273,47 +273,43 @@ class Host:
             return self.conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
 
     # --- storage ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _pool(self, directory: str) -> Iterator[Any]:
+        """The storage pool over ``directory``: libvirt's own, else a transient one for the
+        duration (calls inside are translated by the caller)."""
+        conn = self.conn
+        try:
+            pool = conn.storagePoolLookupByTargetPath(directory)
+        except libvirt.libvirtError:
+            pool = conn.storagePoolCreateXML(storage_xml.pool(directory), 0)
+            try:
+                yield pool
+            finally:
+                with contextlib.suppress(libvirt.libvirtError):
+                    pool.destroy()
+            return
+        pool.refresh(0)
+        yield pool
+
     def create_volume(
         self, path: str, fmt: str, capacity: int, backing: tuple[str, str] | None = None
     ) -> None:
         """Create an image file at ``path`` on this host through libvirt's storage API (so it
         works on a remote host too): ``capacity`` bytes, or an overlay over ``backing``
-        (path, format).  A directory no pool covers gets a transient pool for the call."""
-        directory = str(Path(path).parent)
-        with translated("create the image", self.uri, path):
-            conn = self.conn
-            try:
-                pool = conn.storagePoolLookupByTargetPath(directory)
-                transient = False
-                pool.refresh(0)
-            except libvirt.libvirtError:
-                pool = conn.storagePoolCreateXML(storage_xml.pool(directory), 0)
-                transient = True
-            try:
-                pool.createXML(storage_xml.volume(Path(path).name, fmt, capacity, backing), 0)
-            finally:
-                if transient:
-                    with contextlib.suppress(libvirt.libvirtError):
-                        pool.destroy()
+        (path, format)."""
+        with (
+            translated("create the image", self.uri, path),
+            self._pool(str(Path(path).parent)) as pool,
+        ):
+            pool.createXML(storage_xml.volume(Path(path).name, fmt, capacity, backing), 0)
 
     def delete_volume(self, path: str) -> None:
         """Delete an image file on this host through libvirt's storage API."""
-        with translated("delete the image", self.uri, path):
-            conn = self.conn
-            directory = str(Path(path).parent)
-            try:
-                pool = conn.storagePoolLookupByTargetPath(directory)
-                transient = False
-                pool.refresh(0)
-            except libvirt.libvirtError:
-                pool = conn.storagePoolCreateXML(storage_xml.pool(directory), 0)
-                transient = True
-            try:
-                pool.storageVolLookupByName(Path(path).name).delete(0)
-            finally:
-                if transient:
-                    with contextlib.suppress(libvirt.libvirtError):
-                        pool.destroy()
+        with (
+            translated("delete the image", self.uri, path),
+            self._pool(str(Path(path).parent)) as pool,
+        ):
+            pool.storageVolLookupByName(Path(path).name).delete(0)
 
     # --- host facts -----------------------------------------------------------------------
     def capabilities(self) -> etree._Element:
