@@ -805,6 +805,13 @@ class BaseVM(abc.ABC):
                 f'VM {self.name!r}: unexpected VM status: "{current}" (expected "{status}")'
             )
 
+    def screenshot(self, path: str | Path) -> Path:
+        """Write a picture of the VM's display to ``path`` as PNG; returns the path.
+
+        :raises VMNotSupportedError: the backend, or a VM without a display, cannot.
+        """
+        raise VMNotSupportedError("screenshot", self.BACKEND)
+
     def guest_agent(self) -> GuestAgent:
         """The VM's QEMU guest agent (see :mod:`virtlib.agent`).
 

@@ -42,6 +42,7 @@ from virtlib.backends.libvirt.lifecycle import (
 )
 from virtlib.contract import BaseVM
 from virtlib.errors import (
+    HypervisorError,
     VMCreateError,
     VMDeadError,
     VMError,
@@ -51,12 +52,14 @@ from virtlib.errors import (
     VMNotSupportedError,
     VMParamsError,
     VMPortNotRedirectedError,
+    VMStateError,
 )
 from virtlib.images import create_image
 from virtlib.inventory import HostCheck, ManagedVM
 from virtlib.keys import parse_keys
 from virtlib.migration import MigrationProgress, MigrationResult
 from virtlib.params import Params
+from virtlib.png import to_png
 from virtlib.spec import BUNDLED, VMSpec
 from virtlib.state import Allocations, PortKey, VMState
 from virtlib.workdir import remove_tree
@@ -716,6 +719,25 @@ class LibvirtVM(BaseVM):
             self._listen(host, state.uuid)
             self._trust_host_keys()
             self._attach_console(host, guest)
+
+    # --- evidence ----------------------------------------------------------------------------
+    def screenshot(self, path: str | Path) -> Path:
+        """The display's picture, written as PNG to ``path`` (virDomainScreenshot).
+
+        :raises VMNotSupportedError: the domain has no display (``display = none``).
+        """
+        target = Path(path)
+        guest = self.guest()
+        try:
+            dump = guest.screenshot(self.host.new_stream(blocking=True))
+        except (HypervisorError, VMStateError) as exc:
+            raise VMNotSupportedError(
+                "screenshot",
+                self.BACKEND,
+                f"{self.name!r} shows nothing to take ({exc}); give it a display: display = vnc",
+            ) from exc
+        target.write_bytes(to_png(dump))
+        return target
 
     # --- the guest agent ---------------------------------------------------------------------
     def guest_agent(self) -> LibvirtGuestAgent:

@@ -7,6 +7,7 @@ Code above the wrapper speaks virtlib's types: states come back as
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -252,6 +253,26 @@ class Guest:
             lambda: self.dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE),
             overrides,
         )
+
+    def screenshot(self, stream: Any) -> bytes:
+        """The first screen's picture (QEMU's screen dump, usually PPM) through ``stream`` (a
+        blocking stream of this connection)."""
+        chunks: list[bytes] = []
+
+        def collect(_stream: Any, data: bytes, _opaque: object) -> int:
+            chunks.append(data)
+            return len(data)
+
+        with translated("take a screenshot of", self.uri, self.name):
+            self.dom.screenshot(stream, 0, 0)
+            try:
+                stream.recvAll(collect, None)
+                stream.finish()
+            except libvirt.libvirtError:
+                with contextlib.suppress(libvirt.libvirtError):
+                    stream.abort()
+                raise
+        return b"".join(chunks)
 
     # --- the guest agent -----------------------------------------------------------------
     def _agent_call(self, what: str, call: Callable[[], T]) -> T:

@@ -268,9 +268,10 @@ class Host:
         with translated("read the saved state", self.uri, name or path):
             return str(self.conn.saveImageGetXMLDesc(path, 0))
 
-    def new_stream(self) -> Any:
+    def new_stream(self, blocking: bool = False) -> Any:
+        """A stream on the connection: nonblocking (read by the event loop) by default."""
         with translated("open a stream on", self.uri, self.uri):
-            return self.conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+            return self.conn.newStream(0 if blocking else libvirt.VIR_STREAM_NONBLOCK)
 
     # --- storage ----------------------------------------------------------------------------
     @contextlib.contextmanager
