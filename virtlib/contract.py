@@ -42,6 +42,7 @@ from virtlib.errors import (
     VMParamsError,
     VMStatusError,
 )
+from virtlib.history import MAX_ACTIONS, Action, note_live, wrap_recorded
 from virtlib.inventory import HostCheck, ManagedVM
 from virtlib.keys import char_to_keystr
 from virtlib.macpool import MacPool
@@ -61,6 +62,9 @@ if TYPE_CHECKING:
     from virtlib.sessions.shell import ShellSession
 
 log = logging.getLogger(__name__)
+
+#: A kernel message on a console (a printk timestamp first).
+KERNEL_LINE = re.compile(r"^\s*(<\d>)?\[\s*\d+\.\d+\]")
 
 #: How long a retried SSH login waits for the server's banner (seconds).
 RETRY_BANNER_TIMEOUT = 1.0
@@ -102,9 +106,9 @@ class BaseVM(abc.ABC):
         self.spec = VMSpec.from_params(name, self.params, self.root_dir)
         #: A ShellSession on the serial console once the VM runs (see serial_login()).
         self.serial_console: ShellSession | None = None
-        #: Who the running VM is and what it holds (None until created or adopted).  The
-        #: backend replaces it whole; ``instance``, ``uuid``, ``uri`` and ``partition`` read it.
-        self.state: VMState | None = None
+        #: What virtlib did to the VM (virtlib.history): operation, start, duration, outcome.
+        self.history: list[Action] = []
+        self._state: VMState | None = None
         self._workdir: Path | None = None
         self._login_retrying = False  # inside wait_for_login (see _login)
         self._serial_log: Path | None = None
@@ -124,7 +128,27 @@ class BaseVM(abc.ABC):
         self.start_time = time.time()
         self.start_monotonic_time = time.monotonic()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        wrap_recorded(cls)
+
+    def _record(self, action: Action) -> None:
+        self.history.append(action)
+        del self.history[:-MAX_ACTIONS]
+
     # --- identity: from the state once the VM exists -----------------------------------
+    @property
+    def state(self) -> VMState | None:
+        """Who the running VM is and what it holds (None until created or adopted).  The
+        backend replaces it whole; ``instance``, ``uuid``, ``uri`` and ``partition`` read it."""
+        return self._state
+
+    @state.setter
+    def state(self, value: VMState | None) -> None:
+        self._state = value
+        if value is not None:
+            note_live(self)
+
     @property
     def instance(self) -> str:
         """The VM's unique id (its reservations and files are named after it)."""
@@ -805,6 +829,39 @@ class BaseVM(abc.ABC):
                 f'VM {self.name!r}: unexpected VM status: "{current}" (expected "{status}")'
             )
 
+    def definition(self) -> str:
+        """The hypervisor's definition of the VM (libvirt: the domain XML it runs with)."""
+        raise VMNotSupportedError("definition", self.BACKEND)
+
+    def hypervisor_log(self, max_bytes: int = 1 << 20) -> str:
+        """The end (at most ``max_bytes``) of the hypervisor's own log of this VM (QEMU's)."""
+        raise VMNotSupportedError("hypervisor log", self.BACKEND)
+
+    def memory_dump(self, path: str | Path, max_bytes: int) -> Path:
+        """Dump the guest's memory, compressed, to ``path``; a dump over ``max_bytes`` is
+        removed again and reported (VMError).  The VM keeps running."""
+        raise VMNotSupportedError("memory dump", self.BACKEND)
+
+    def dmesg(self, timeout: float = 20) -> str:
+        """The guest kernel's log: through the guest agent, else a logged-in serial console,
+        else the kernel lines of the serial log."""
+        try:
+            result = self.guest_agent().exec(["dmesg"], timeout=timeout)
+            if result.ok:
+                return result.stdout
+        except VMError as exc:
+            log.debug("%s: dmesg through the agent: %s", self.name, exc)
+        console = self.serial_console
+        if console is not None and self.is_alive():
+            try:
+                console.sendline("")
+                console.read_up_to_prompt(timeout=2)
+                return console.cmd_output("dmesg", timeout=timeout)
+            except VMError as exc:
+                log.debug("%s: dmesg on the serial console: %s", self.name, exc)
+        output = console.get_output() if console is not None else ""
+        return "\n".join(line for line in output.splitlines() if KERNEL_LINE.match(line))
+
     def screenshot(self, path: str | Path) -> Path:
         """Write a picture of the VM's display to ``path`` as PNG; returns the path.
 
@@ -874,6 +931,9 @@ class BaseVM(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} instance={self.instance}>"
+
+
+wrap_recorded(BaseVM)
 
 
 def parse_memory_size(text: str) -> int:

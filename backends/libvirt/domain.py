@@ -34,7 +34,7 @@ from virtlib.backends.libvirt.errors import message
 from virtlib.backends.libvirt.events import DomainEvent
 from virtlib.backends.libvirt.facts import host_facts, running_accel
 from virtlib.backends.libvirt.guest import IPV4, Guest, GuestState
-from virtlib.backends.libvirt.host import Host, require_uri
+from virtlib.backends.libvirt.host import Host, is_local_uri, require_uri
 from virtlib.backends.libvirt.lifecycle import (
     reboot_guest,
     shutdown_gracefully,
@@ -71,6 +71,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LINK_LOCAL_PREFIXES = ("fe80:", "169.254.")
+QEMU_LOG_DIR = "/var/log/libvirt/qemu"
 
 
 class LibvirtVM(BaseVM):
@@ -721,6 +722,36 @@ class LibvirtVM(BaseVM):
             self._attach_console(host, guest)
 
     # --- evidence ----------------------------------------------------------------------------
+    def definition(self) -> str:
+        """The domain XML libvirt runs the VM with (the designed XML when it is not running)."""
+        try:
+            return self.guest().xml()
+        except VMError:
+            return self.xml
+
+    def hypervisor_log(self, max_bytes: int = 1 << 20) -> str:
+        """The end of libvirt's QEMU log of the domain (on this machine's default daemon)."""
+        path = Path(QEMU_LOG_DIR) / f"{self.name}.log"
+        if not is_local_uri(self.uri) or "socket=" in self.uri or not path.is_file():
+            raise VMNotSupportedError(
+                "hypervisor log", self.BACKEND, f"no QEMU log of {self.name!r} here ({path})"
+            )
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - max_bytes))
+            return handle.read().decode("utf-8", errors="replace")
+
+    def memory_dump(self, path: str | Path, max_bytes: int) -> Path:
+        """A kdump-compressed memory-only dump; over ``max_bytes`` it is removed (VMError)."""
+        target = Path(path)
+        self.guest().memory_dump(str(target), compressed=True)
+        size = target.stat().st_size
+        if size > max_bytes:
+            target.unlink()
+            raise VMError(
+                f"the memory dump of {self.name!r} is {size} bytes, over its cap of {max_bytes}"
+            )
+        return target
+
     def screenshot(self, path: str | Path) -> Path:
         """The display's picture, written as PNG to ``path`` (virDomainScreenshot).
 

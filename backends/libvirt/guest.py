@@ -198,13 +198,17 @@ class Guest:
     def save(self, path: str) -> None:
         self._call("save", lambda: self.dom.save(path))
 
-    def memory_dump(self, path: str) -> None:
-        """A raw memory-only core dump (the guest's RAM) into ``path``."""
+    def memory_dump(self, path: str, compressed: bool = False) -> None:
+        """A memory-only core dump (the guest's RAM) into ``path``: raw, or kdump-compressed
+        (zlib; crash(8) reads it)."""
+        fmt = (
+            libvirt.VIR_DOMAIN_CORE_DUMP_FORMAT_KDUMP_ZLIB
+            if compressed
+            else libvirt.VIR_DOMAIN_CORE_DUMP_FORMAT_RAW
+        )
         self._call(
             "dump the memory of",
-            lambda: self.dom.coreDumpWithFormat(
-                path, libvirt.VIR_DOMAIN_CORE_DUMP_FORMAT_RAW, libvirt.VIR_DUMP_MEMORY_ONLY
-            ),
+            lambda: self.dom.coreDumpWithFormat(path, fmt, libvirt.VIR_DUMP_MEMORY_ONLY),
         )
 
     # --- jobs and migration --------------------------------------------------------------------

@@ -1,0 +1,103 @@
+"""What virtlib did to each VM, with times: the record a failure report shows.
+
+Every :class:`~virtlib.contract.BaseVM` subclass gets its lifecycle operations
+(:data:`RECORDED`) wrapped once, at class creation, so any backend records the same
+way: the operation, when it started, how long it took, and how it ended (the error's
+class and message).  :func:`live_vms` lists the VMs of this process that exist on a
+hypervisor (created or adopted, not yet destroyed), for tools that collect evidence.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from virtlib.contract import BaseVM
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The operations recorded for every backend.
+RECORDED = (
+    "create",
+    "destroy",
+    "reboot",
+    "migrate",
+    "save_to_file",
+    "restore_from_file",
+    "pause",
+    "resume",
+    "wait_for_login",
+    "wait_for_serial_login",
+    "create_snapshot",
+    "revert_snapshot",
+    "delete_snapshot",
+)
+MAX_ACTIONS = 1000  # per VM: a long-lived VM keeps the newest
+
+_lock = threading.Lock()
+_live: weakref.WeakSet[BaseVM] = weakref.WeakSet()
+
+
+@dataclass(frozen=True)
+class Action:
+    """One recorded operation."""
+
+    name: str
+    started: float  # time.time()
+    seconds: float
+    ok: bool
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def live_vms() -> list[BaseVM]:
+    """The VMs of this process that have a state (created or adopted, not destroyed)."""
+    with _lock:
+        return [vm for vm in _live if vm.state is not None]
+
+
+def note_live(vm: BaseVM) -> None:
+    with _lock:
+        _live.add(vm)
+
+
+def recorded(name: str, method: F) -> F:
+    """``method`` of a VM, recording each call in ``vm.history`` (nested calls too: a reboot
+    records its login; a call made by the recording machinery itself is not recorded)."""
+
+    @functools.wraps(method)
+    def wrapper(self: BaseVM, *args: Any, **kwargs: Any) -> Any:
+        started, clock = time.time(), time.monotonic()
+        try:
+            result = method(self, *args, **kwargs)
+        except BaseException as exc:
+            self._record(Action(name, started, time.monotonic() - clock, False, _describe(exc)))
+            raise
+        self._record(Action(name, started, time.monotonic() - clock, True))
+        if self.state is not None:
+            note_live(self)
+        return result
+
+    wrapper.__virtlib_recorded__ = True  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+def wrap_recorded(cls: type) -> None:
+    """Wrap the :data:`RECORDED` methods ``cls`` defines itself (once per class)."""
+    for name in RECORDED:
+        method = cls.__dict__.get(name)
+        if callable(method) and not getattr(method, "__virtlib_recorded__", False):
+            setattr(cls, name, recorded(name, method))
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:500]}"
