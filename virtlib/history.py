@@ -60,8 +60,14 @@ class Action:
 
 def live_vms() -> list[BaseVM]:
     """The VMs of this process that have a state (created or adopted, not destroyed)."""
+    return [vm for vm in seen_vms() if vm.state is not None]
+
+
+def seen_vms() -> list[BaseVM]:
+    """Every VM of this process that existed on a hypervisor, destroyed ones too (while
+    something still refers to them)."""
     with _lock:
-        return [vm for vm in _live if vm.state is not None]
+        return list(_live)
 
 
 def note_live(vm: BaseVM) -> None:

@@ -168,7 +168,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--virtlib-spread",
         choices=SPREADS,
         default="worker",
-        help="worker: xdist worker N uses URI N % count; round-robin: each VM the next URI",
+        help="worker: xdist worker N uses URI N %% count; round-robin: each VM the next URI",
     )
     group.addoption(
         "--virtlib-params", metavar="FILE", help="a params file applied to every VM made"
