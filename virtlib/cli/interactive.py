@@ -14,7 +14,8 @@ import tty
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from virtlib.cli.output import emit
+from virtlib import transfer
+from virtlib.cli.output import Progress, emit
 from virtlib.cli.vms import load_vm
 from virtlib.contract import BaseVM
 from virtlib.errors import VMError, VMParamsError
@@ -206,11 +207,13 @@ def cmd_cp(args: argparse.Namespace) -> int:
         )
     args.name = src_vm or dst_vm
     vm = load_vm(args)
+    bar = _progress_bar(f"cp {args.source}") if sys.stdout.isatty() else contextlib.nullcontext()
     try:
-        if dst_vm:
-            vm.copy_files_to(src, dst, timeout=args.timeout)
-        else:
-            vm.copy_files_from(src, dst, timeout=args.timeout)
+        with bar:
+            if dst_vm:
+                vm.copy_files_to(src, dst, timeout=args.timeout)
+            else:
+                vm.copy_files_from(src, dst, timeout=args.timeout)
     finally:
         vm.release()
     emit(
@@ -219,6 +222,21 @@ def cmd_cp(args: argparse.Namespace) -> int:
         f"copied {args.source} -> {args.dest}",
     )
     return 0
+
+
+@contextlib.contextmanager
+def _progress_bar(label: str) -> Iterator[None]:
+    """A bar with bytes and rate (on stderr) for the copies made inside the block."""
+    bar = Progress(label)
+
+    def show(progress: transfer.TransferProgress) -> None:
+        if progress.finished:
+            bar.done(progress.text())
+        else:
+            bar.update(progress.fraction, progress.text())
+
+    with transfer.watching(show):
+        yield
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
