@@ -32,6 +32,7 @@ from bench import (
     boot,
     cgroup,
     chart,
+    copy,
     management,
     migration,
     reboot,
@@ -52,6 +53,7 @@ BENCHES: dict[str, Callable[[Context], BenchResult]] = {
     "reboot": reboot.run,
     "migration": migration.run,
     "scale": scale.run,
+    "copy": copy.run,
 }
 
 
@@ -79,6 +81,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="machine",
         help="where raw QEMUs run: beside libvirt's in /machine (default, fair on a shared "
         "host) or in the root cgroup",
+    )
+    parser.add_argument(
+        "--prefix",
+        default="bench",
+        help="the first part of every domain name the run makes (default: bench)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="virtlib's debug log")
     args = parser.parse_args(argv)
@@ -149,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     started = datetime.datetime.now(datetime.UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    ctx = Context.make(args.quick, raw_cgroup=args.raw_cgroup == "machine")
+    ctx = Context.make(args.quick, raw_cgroup=args.raw_cgroup == "machine", prefix=args.prefix)
     print(f"run {ctx.prefix}: {', '.join(args.selected)}{' (quick)' if args.quick else ''}")
     results: list[BenchResult] = []
     uris = [ctx.uri]

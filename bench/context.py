@@ -33,10 +33,10 @@ class Context:
     raw_cgroup: bool = True  # raw QEMUs in /machine/<name>, like libvirt's (bench.cgroup)
 
     @classmethod
-    def make(cls, quick: bool, raw_cgroup: bool = True) -> Context:
+    def make(cls, quick: bool, raw_cgroup: bool = True, prefix: str = "bench") -> Context:
         from virtlib.guest import ensure_guest
 
-        prefix = f"bench-{random_string(6)}"
+        prefix = f"{prefix}-{random_string(6)}"
         return cls(quick, prefix, ensure_guest(), Tracker(), raw_cgroup=raw_cgroup)
 
     @property
