@@ -20,15 +20,16 @@ What gets copied:
 Failures: :class:`~virtlib.errors.LoginError` (or a subclass) when the guest
 cannot be reached or refuses the login or its host key is not trusted;
 :class:`~virtlib.errors.TransferError` naming the VM and the path otherwise,
-including a copy cut short (the guest rebooted, the link went silent for
-``min(timeout, 30)`` s, or ``timeout`` passed).  A failed copy from the guest
+including a copy cut short (the guest rebooted, or said nothing for the
+target's ``timeout`` seconds: a stall timeout, so a long copy that moves
+never times out).  A failed copy from the guest
 removes the host files it had started.
 """
 
 from __future__ import annotations
 
+import math
 import posixpath
-import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -42,12 +43,16 @@ from virtlib.transfer.sshproc import Endpoint, SshSftp
 __all__ = ["Target", "TransferProgress", "copy_files_from", "copy_files_to", "watching"]
 
 LOGIN_TIMEOUT = 30.0  # at most this long to log in, whatever the copy's timeout
-STALL_TIMEOUT = 30.0  # a copy fails when the guest says nothing for this long
 
 
 @dataclass(frozen=True)
 class Target:
-    """Where and how to connect for a transfer (``vm`` names it in messages)."""
+    """Where and how to connect for a transfer.
+
+    ``timeout``: seconds the copy may stall (no answer from the guest) before it
+    fails; logging in gets at most :data:`LOGIN_TIMEOUT` of it.  ``vm`` names
+    the VM in messages.
+    """
 
     host: str
     port: int
@@ -73,8 +78,7 @@ def _connect(target: Target) -> SshSftp:
         target.host_key_policy,
         min(target.timeout, LOGIN_TIMEOUT),
     )
-    deadline = time.monotonic() + target.timeout
-    return SshSftp.start(endpoint, min(target.timeout, STALL_TIMEOUT), deadline, target.label)
+    return SshSftp.start(endpoint, target.timeout, math.inf, target.label)
 
 
 def _interrupted(

@@ -268,7 +268,7 @@ class _Fetcher:
         finally:
             os.close(sink.fd)
         sink.finished = True
-        self.job.meter.add(files=1)
+        self.job.meter.file_done(f"{sink.file.source} -> {sink.path}", sink.file.size)
 
     def drain(self) -> None:
         while self.reads:

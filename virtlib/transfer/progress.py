@@ -4,7 +4,8 @@ A watcher is a callable installed for the calls made inside ``with watching(call
 (a context variable, so threads and nested code see their own); it receives a
 :class:`TransferProgress` snapshot now and then (at most every 0.1 s, and once
 at the end).  ``verbose=True`` on a copy logs a line at INFO every 2 seconds
-and a summary at the end.  The CLI's ``virtlib cp`` draws its bar from a watcher.
+and a summary at the end (and each file at DEBUG).  The CLI's ``virtlib cp``
+draws its bar from a watcher.
 """
 
 from __future__ import annotations
@@ -118,6 +119,12 @@ class Meter:
         if self.verbose and now - self._logged >= _LOG_EVERY:
             self._logged = now
             log.info("%s: %s", self.label, self.snapshot().text())
+
+    def file_done(self, what: str, size: int) -> None:
+        """One more file complete (logged at DEBUG with ``verbose``)."""
+        if self.verbose:
+            log.debug("%s: copied %s (%d bytes)", self.label, what, size)
+        self.add(files=1)
 
     def finish(self) -> None:
         final = self.snapshot(finished=True)

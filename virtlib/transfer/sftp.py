@@ -251,11 +251,11 @@ class SftpClient:
             self._writing = want_write
         now = time.monotonic()
         if now >= self.deadline:
-            raise SftpConnectionError("the transfer did not finish before its deadline")
+            raise SftpConnectionError("the deadline passed")
         events = self._selector.select(min(self.stall_timeout, self.deadline - now))
         if not events:
             if time.monotonic() >= self.deadline:
-                raise SftpConnectionError("the transfer did not finish before its deadline")
+                raise SftpConnectionError("the deadline passed")
             raise SftpConnectionError(f"no answer from the guest for {self.stall_timeout:g} s")
         for key, _mask in events:
             if key.fd == self._wfd:

@@ -197,7 +197,9 @@ def _send_files(job: Job, files: list[HostFile], dest: str) -> None:
             in_flight -= item.req.size
             job.meter.add(item.req.size)
         elif item.kind == "close":
-            job.meter.add(files=1)
+            job.meter.file_done(
+                f"{item.file.source} -> {_remote(dest, item.file.rel)}", item.file.size
+            )
 
     def start(file: HostFile, req: fx.Request) -> None:
         nonlocal in_flight
