@@ -378,3 +378,36 @@ def test_human_bytes() -> None:
     assert human_bytes(512) == "512 B"
     assert human_bytes(16 * 1024 * 1024) == "16.0 MiB"
     assert human_bytes(3 * 1024**4) == "3072.0 GiB"
+
+
+@pytest.mark.parametrize(
+    ("said", "status", "expected"),
+    [
+        (
+            "@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\n"
+            "Host key for [127.0.0.1]:2222 has changed and you have requested strict checking.\n"
+            "Host key verification failed.",
+            255,
+            LoginHostKeyError,
+        ),
+        (
+            "No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict "
+            "checking.\nHost key verification failed.",
+            255,
+            LoginHostKeyError,
+        ),
+        ("root@127.0.0.1: Permission denied (publickey,password).", 255, LoginAuthenticationError),
+        ("Connection timed out during banner exchange", 255, LoginTimeoutError),
+        ("", None, LoginTimeoutError),
+        ("ssh: connect to host 127.0.0.1 port 2222: Connection refused", 255, LoginError),
+    ],
+)
+def test_ssh_failures_map_to_login_errors(
+    said: str, status: int | None, expected: type[LoginError], tmp_path: Path
+) -> None:
+    endpoint = sshproc.Endpoint(HOST, 2222, "root", "pw", tmp_path / "kh", "strict", 10)
+    error = sshproc.classify_login_failure(said, status, "SSH to root@127.0.0.1:2222", endpoint)
+    assert type(error) is expected or (expected is LoginError and isinstance(error, LoginError))
+    assert "SSH to root@127.0.0.1:2222" in str(error)
+    if "changed" in said:
+        assert "changed" in str(error)
