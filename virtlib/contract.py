@@ -407,7 +407,7 @@ class BaseVM(abc.ABC):
 
         :param limit: avocado-vt's speed limit (scp's ``-l``, Kbit/s): checked, but
             SFTP transfers are not throttled (a warning says so).
-        :param verbose: log each file copied.
+        :param verbose: log progress (bytes, rate) at INFO, each file at DEBUG.
         :param timeout: seconds the transfer may stall.
         :param username, password: instead of the params' ones.
         :param filesize: the size in MB, to log the throughput (avocado-vt's).
@@ -490,6 +490,7 @@ class BaseVM(abc.ABC):
             known_hosts=self.known_hosts_file(),
             host_key_policy=login.host_key_policy,
             timeout=timeout,
+            vm=self.name,
         )
 
     def known_hosts_file(self) -> Path:
