@@ -70,6 +70,7 @@ def _tools() -> list[Check]:
     checks = []
     for tool, why in (
         ("qemu-img", "images"),
+        ("ssh", "file copies (OpenSSH client)"),
         ("unshare", "a second local libvirt host"),
         ("telnet", "the telnet client"),
         ("nc", "the nc client"),
