@@ -1,0 +1,154 @@
+"""The contract over a VM's whole life: login retries, death from outside, destroy, bad params."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from contract_support import LOGIN_TIMEOUT, Backend, Maker
+
+import virtlib
+from virtlib.contract import BaseVM
+from virtlib.macpool import MacPool
+from virtlib.ports import PortPool, port_is_free
+from virtlib.waiting import wait_for
+
+OPTIONAL_OPERATIONS = (
+    "restore_from_file",
+    "pause",
+    "resume",
+    "is_paused",
+    "adopt",
+    "release",
+    "info",
+    "probe",
+    "managed_vms",
+    "remove_vms",
+    "host_checks",
+)
+
+
+def reservations_of(vm: BaseVM) -> list[str]:
+    macs = [k for k in MacPool(partition=vm.partition).reserved() if k.startswith(vm.instance)]
+    ports = PortPool(partition=vm.partition).table.rows()
+    return macs + [k for k in ports if k.startswith(vm.instance)]
+
+
+def test_login_retries_until_the_guest_answers(
+    make_vm: Maker, caplog: pytest.LogCaptureFixture
+) -> None:
+    vm = make_vm("retry")
+    with caplog.at_level(logging.DEBUG, logger="virtlib.contract"):
+        session = vm.wait_for_login(timeout=LOGIN_TIMEOUT)
+    try:
+        assert session.cmd("echo logged-in").strip() == "logged-in"
+    finally:
+        session.close()
+    retried = [r for r in caplog.records if r.getMessage().startswith(f"login to {vm.name!r}")]
+    assert retried, "the first login attempt, during boot, cannot have succeeded"
+    assert vm.wait_for_serial_login(timeout=LOGIN_TIMEOUT).cmd("echo serial").strip() == "serial"
+
+
+def test_destroy_leaves_nothing(make_vm: Maker, backend: Backend) -> None:
+    vm = make_vm("destroy")
+    vm.wait_for_serial_login(timeout=LOGIN_TIMEOUT)
+    name, uuid, instance, workdir = vm.name, vm.uuid or "", vm.instance, vm.workdir
+    port = vm.get_port(22)
+    assert reservations_of(vm)
+
+    vm.destroy()
+
+    assert vm.is_dead() and vm.state is None and vm.serial_console is None
+    assert not workdir.exists()
+    assert vm.instance == instance or not reservations_of(vm)
+    assert not [k for k in MacPool().reserved() if k.startswith(instance)]
+    assert not [k for k in PortPool().table.rows() if k.startswith(instance)]
+    assert wait_for(lambda: port_is_free(port), 10), "the forwarded port is still bound"
+    assert name not in [m.name for m in backend.cls.managed_vms(backend.uri)]
+    assert backend.cls.remove_vms(backend.uri, {name}, {uuid}) == []
+    with pytest.raises(virtlib.VMDeadError):
+        vm.verify_alive()
+
+
+def test_a_vm_killed_from_outside_is_dead_and_login_stops_early(
+    make_vm: Maker, backend: Backend
+) -> None:
+    if backend.profile.kill is None:
+        pytest.skip(f"the suite has no way to kill a {backend.vm_type} VM from outside")
+    vm = make_vm("killed")
+    backend.profile.kill(vm)
+    assert wait_for(vm.is_dead, 30)
+    with pytest.raises(virtlib.VMDeadError):
+        vm.verify_alive()
+    started = time.monotonic()
+    with pytest.raises(virtlib.VMDeadError):
+        vm.wait_for_login(timeout=LOGIN_TIMEOUT, internal_timeout=2)
+    assert time.monotonic() - started < 20, "wait_for_login kept trying a dead VM"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("mem", "lots"),
+        ("smp", "0"),
+        ("uuid", "not-a-uuid"),
+        ("shell_port", "70000"),
+        ("on_crash", "explode"),
+        ("nettype", "carrier-pigeon"),
+    ],
+)
+def test_bad_params_raise_a_params_error_naming_them(
+    backend: Backend, key: str, value: str
+) -> None:
+    params = backend.params.copy()
+    params[key] = value
+    with pytest.raises(virtlib.VMParamsError) as info:
+        virtlib.new_vm("hk-bad-params", params).create()
+    assert key in str(info.value) and value in str(info.value)
+    assert "hk-bad-params" not in [m.name for m in backend.cls.managed_vms(backend.uri)]
+
+
+def test_probe_answers_and_says_why_not(backend: Backend) -> None:
+    assert backend.cls.probe(backend.uri) is None
+    reason = backend.cls.probe(backend.profile.dead_uri)
+    assert isinstance(reason, str) and reason
+
+
+def test_operations_the_backend_lacks_raise_a_named_error(backend: Backend) -> None:
+    lacking = [
+        op
+        for op in OPTIONAL_OPERATIONS
+        if getattr(backend.cls, op).__qualname__.startswith("BaseVM.")
+    ]
+    if not lacking:
+        pytest.skip(f"the {backend.vm_type} backend implements every optional operation")
+    vm = virtlib.new_vm("hk-lacking", backend.params)
+    calls = {
+        "restore_from_file": lambda: vm.restore_from_file("/nonexistent"),
+        "pause": vm.pause,
+        "resume": vm.resume,
+        "is_paused": vm.is_paused,
+        "adopt": lambda: backend.cls.adopt("hk-lacking", backend.params),
+        "release": vm.release,
+        "info": vm.info,
+        "probe": lambda: backend.cls.probe(backend.uri),
+        "managed_vms": lambda: backend.cls.managed_vms(backend.uri),
+        "remove_vms": lambda: backend.cls.remove_vms(backend.uri, [], []),
+        "host_checks": lambda: backend.cls.host_checks(backend.uri),
+    }
+    for op in lacking:
+        with pytest.raises(virtlib.VMNotSupportedError) as info:
+            calls[op]()
+        assert (info.value.operation, info.value.backend) == (op, backend.cls.BACKEND)
+        assert op in str(info.value) and backend.cls.BACKEND in str(info.value)
+
+
+def test_unstarted_vm_is_dead_and_says_so(backend: Backend) -> None:
+    vm = virtlib.new_vm("hk-never-started", backend.params)
+    assert isinstance(vm, backend.cls)
+    assert vm.is_dead() and not vm.is_alive() and vm.state is None
+    with pytest.raises(virtlib.VMDeadError):
+        vm.verify_alive()
+    with pytest.raises(virtlib.VMPortNotRedirectedError):
+        vm.get_port(22)
