@@ -84,17 +84,27 @@ def translate(
         return overrides[code](exc)
     if code in NOT_FOUND_CODES:
         return VMNotFoundError(name, uri)
+    where = _where(name, uri)
     if code in CONNECTION_CODES:
-        return HypervisorConnectionError(uri, f"{what}: {text}")
+        return HypervisorConnectionError(
+            uri, f"{what} {where}: {text}" if name else f"{what}: {text}"
+        )
     if code in UNSUPPORTED_CODES:
-        return VMNotSupportedError(what, "libvirt", f"{uri}: {text}" if uri else text)
+        return VMNotSupportedError(what, "libvirt", f"{where}: {text}")
     if code in STATE_CODES:
-        return VMStateError(f"cannot {what} {name!r}: {text}")
+        return VMStateError(f"cannot {what} {where}: {text}")
     if code in TIMEOUT_CODES:
-        return VMTimeoutError(f"{what} {name!r}: timed out: {text}")
+        return VMTimeoutError(f"{what} {where}: timed out: {text}")
     if default is not None:
         return default(exc)
-    return HypervisorError(what, name, text, code)
+    return HypervisorError(what, name, f"{text} (on {uri})" if uri else text, code)
+
+
+def _where(name: str, uri: str) -> str:
+    """``'web1' on qemu:///system`` (the URI alone when the subject is the host)."""
+    if name and name != uri:
+        return f"{name!r} on {uri}" if uri else repr(name)
+    return uri
 
 
 @contextlib.contextmanager
