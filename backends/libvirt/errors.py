@@ -86,11 +86,10 @@ def translate(
         return VMNotFoundError(name, uri)
     where = _where(name, uri)
     if code in CONNECTION_CODES:
-        return HypervisorConnectionError(
-            uri, f"{what} {where}: {text}" if name else f"{what}: {text}"
-        )
+        subject = f" {name!r}" if name and name != uri else ""  # the URI is in the message
+        return HypervisorConnectionError(uri, f"{what}{subject}: {text}")
     if code in UNSUPPORTED_CODES:
-        return VMNotSupportedError(what, "libvirt", f"{where}: {text}")
+        return VMNotSupportedError(what, "libvirt", f"{where}: {text}" if where else text)
     if code in STATE_CODES:
         return VMStateError(f"cannot {what} {where}: {text}")
     if code in TIMEOUT_CODES:
