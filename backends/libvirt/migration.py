@@ -332,7 +332,8 @@ def _run_job(
     """Run ``call`` in a worker, watch the job, abort it on timeout or cancel_delay.
 
     Long because it is one loop with its exits (success, cancel, timeout, a job that
-    will not stop, failure) side by side; each is a single raise.
+    will not stop, failure) side by side; each is a single raise.  A job that
+    completes although it was aborted is a success: the VM is on the destination.
     """
     started = time.monotonic()
     result = MigrationResult(vm.uri, "", 0, None, 0, 0.0)
@@ -374,7 +375,9 @@ def _run_job(
             log.debug("%s: abortJob: %s", vm.name, exc)
     result.wall_time_s = time.monotonic() - started
     stuck = "" if worker.done.is_set() else f"; the job did not stop within {ABORT_GRACE:g} s"
-    if worker.error is None and aborted is None:
+    if worker.done.is_set() and worker.error is None:
+        if aborted is not None:  # migrate3 returned: the VM is on the destination
+            log.warning("%s: the migration finished before the %s took effect", vm.name, aborted)
         return result
     if aborted == "cancel":
         raise VMMigrateCancelError(
