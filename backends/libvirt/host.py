@@ -194,9 +194,12 @@ class Host:
                     conn = self._open()
                     break
                 except HypervisorConnectionError:
-                    if deadline.expired():
+                    if deadline.expired() or self._discarded():
                         raise
                 sleep_within(delay, deadline)
+            if self._discarded():  # discard() came while connecting: no one wants it now
+                _close_quietly(conn)
+                raise HypervisorConnectionError(self.uri, "the connection was closed")
             self._install(conn)
             with self._state_lock:
                 listeners = list(self._reconnect_listeners)
@@ -208,6 +211,10 @@ class Host:
                 listener()
             except Exception:
                 log.exception("%s: reconnect listener failed", self.uri)
+
+    def _discarded(self) -> bool:
+        with self._state_lock:
+            return self._closing
 
     def add_reconnect_listener(self, listener: Callable[[], None]) -> None:
         with self._state_lock:
