@@ -17,6 +17,7 @@ from virtlib.textutil import random_string, unescape
 from virtlib.waiting import Deadline, backoff, retry, wait_for
 
 INPUT_HEADER = Path("/usr/include/linux/input-event-codes.h")
+KEY_CODES_FILE = Path(__file__).parent / "data" / "input-event-codes.txt"  # taken from it
 
 # Linux input key codes (linux/input-event-codes.h: a stable kernel ABI).
 KEY_LEFTCTRL, KEY_LEFTALT, KEY_DELETE = 29, 56, 111
@@ -95,13 +96,25 @@ def test_key_names_are_case_insensitive() -> None:
     assert parse_keys("Ctrl-Alt-DELETE") == parse_keys("ctrl-alt-delete")
 
 
-@pytest.mark.skipif(not INPUT_HEADER.exists(), reason=f"{INPUT_HEADER} not installed")
+def linux_key_codes() -> dict[str, int]:
+    """KEY_* name (without the prefix) -> code, from the file extracted from the kernel header."""
+    rows = re.findall(r"^KEY_(\w+) (\d+)$", KEY_CODES_FILE.read_text(), re.MULTILINE)
+    return {name: int(code) for name, code in rows}
+
+
 @pytest.mark.parametrize(("qemu", "linux"), sorted(QEMU_TO_LINUX.items()))
 def test_key_codes_match_linux_input_codes(qemu: str, linux: str) -> None:
-    codes = dict(
+    assert parse_keys(qemu) == [linux_key_codes()[linux]]
+
+
+@pytest.mark.skipif(not INPUT_HEADER.exists(), reason=f"{INPUT_HEADER} not installed")
+def test_key_code_file_matches_the_kernel_header() -> None:
+    header = dict(
         re.findall(r"^#define\s+KEY_(\w+)\s+(\d+)\b", INPUT_HEADER.read_text(), re.MULTILINE)
     )
-    assert parse_keys(qemu) == [int(codes[linux])]
+    ours = linux_key_codes()
+    assert set(ours) == set(QEMU_TO_LINUX.values())
+    assert {name: int(header[name]) for name in ours} == ours
 
 
 @pytest.mark.parametrize(
