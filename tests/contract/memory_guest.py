@@ -23,6 +23,13 @@ from typing import Any, Protocol
 
 import paramiko
 from fake_guest import HOSTNAME, FakeGuest
+from paramiko.common import (
+    AUTH_FAILED,
+    AUTH_SUCCESSFUL,
+    OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,
+    OPEN_SUCCEEDED,
+)
+from paramiko.sftp import SFTP_OK
 
 from virtlib.guest import recipe
 
@@ -126,12 +133,12 @@ class _Auth(paramiko.ServerInterface):
 
     def check_auth_password(self, username: str, password: str) -> int:
         ok = (username, password) == (self.username, self.password)
-        return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
+        return AUTH_SUCCESSFUL if ok else AUTH_FAILED
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
         if kind == "session":
-            return paramiko.OPEN_SUCCEEDED
-        return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+            return OPEN_SUCCEEDED
+        return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
     def check_channel_pty_request(self, *args: Any) -> bool:
         return True
@@ -146,6 +153,14 @@ def _sftp_errors(call: Callable[[], Any]) -> Any:
         return call()
     except OSError as exc:
         return paramiko.SFTPServer.convert_errno(exc.errno or errno.EACCES)
+
+
+class _Handle(paramiko.SFTPHandle):
+    """An open guest file: paramiko's default read/write use ``readfile``/``writefile``."""
+
+    filename: str
+    readfile: Any
+    writefile: Any
 
 
 class _Files(paramiko.SFTPServerInterface):
@@ -181,7 +196,7 @@ class _Files(paramiko.SFTPServerInterface):
             mode = "rb" if not flags & (os.O_WRONLY | os.O_RDWR) else "r+b"
             if flags & os.O_WRONLY:
                 mode = "ab" if flags & os.O_APPEND else "wb"
-            handle = paramiko.SFTPHandle(flags)
+            handle = _Handle(flags)
             handle.filename = self._host(path)
             handle.readfile = handle.writefile = os.fdopen(fd, mode)
             return handle
@@ -189,17 +204,17 @@ class _Files(paramiko.SFTPServerInterface):
         return _sftp_errors(opened)
 
     def remove(self, path: str) -> int:
-        return int(_sftp_errors(lambda: os.remove(self._host(path))) or paramiko.SFTP_OK)
+        return int(_sftp_errors(lambda: os.remove(self._host(path))) or SFTP_OK)
 
     def mkdir(self, path: str, attr: paramiko.SFTPAttributes) -> int:
-        return int(_sftp_errors(lambda: os.mkdir(self._host(path))) or paramiko.SFTP_OK)
+        return int(_sftp_errors(lambda: os.mkdir(self._host(path))) or SFTP_OK)
 
     def chattr(self, path: str, attr: paramiko.SFTPAttributes) -> int:
         def change() -> None:
             if attr.st_mode is not None:
                 os.chmod(self._host(path), attr.st_mode & 0o7777)
 
-        return int(_sftp_errors(change) or paramiko.SFTP_OK)
+        return int(_sftp_errors(change) or SFTP_OK)
 
 
 class GuestSSHServer:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -76,6 +78,33 @@ def test_ssh_login_runs_commands(shared_vm: BaseVM) -> None:
         session.close()
 
 
+def test_login_retries_until_the_guest_answers(
+    shared_vm: BaseVM, backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Paused, the guest cannot answer: the first attempts fail, login goes on trying and
+    succeeds once the VM is resumed."""
+    try:
+        shared_vm.pause()
+    except virtlib.VMNotSupportedError as exc:
+        supported(backend, exc)
+    resume = threading.Timer(2.0, shared_vm.resume)
+    resume.start()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="virtlib.contract"):
+            session = shared_vm.wait_for_login(timeout=LOGIN_TIMEOUT, internal_timeout=1)
+    finally:
+        resume.join()
+    try:
+        assert session.cmd("echo logged-in").strip() == "logged-in"
+    finally:
+        session.close()
+    failed = [
+        r for r in caplog.records if r.getMessage().startswith(f"login to {shared_vm.name!r}")
+    ]
+    assert failed, "no attempt failed while the guest was paused"
+    serial(shared_vm).sync(timeout=30)
+
+
 def test_wrong_password_gives_up_at_once(shared_vm: BaseVM, backend: Backend) -> None:
     params = {"connect_uri": shared_vm.uri, "password": "not-the-password"}
     try:
@@ -114,6 +143,8 @@ def test_copy_files_both_ways(shared_vm: BaseVM, tmp_path: Path) -> None:
         shared_vm.copy_files_from("/no/such/file", str(back))
     with pytest.raises(virtlib.TransferError):
         shared_vm.copy_files_to(str(tmp_path / "missing"), "/tmp/")
+    with pytest.raises(virtlib.TransferError):
+        shared_vm.copy_files_to(str(payload), "/no/such/dir/x")
 
 
 def test_memory_and_cpus_seen_by_the_guest(shared_vm: BaseVM) -> None:
@@ -121,6 +152,26 @@ def test_memory_and_cpus_seen_by_the_guest(shared_vm: BaseVM) -> None:
     memory = shared_vm.get_memory_size()
     assert shared_vm.spec.mem_mib * 0.6 < memory <= shared_vm.spec.mem_mib
     assert shared_vm.get_current_memory_size() == memory
+
+
+@pytest.mark.parametrize(
+    ("command", "mib"),
+    [("echo MemTotal: 2 GB", 2048), ("echo 512 MB", 512), ("echo 1048576 kB", 1024)],
+)
+def test_memory_size_output_in_other_units(
+    shared_vm: BaseVM, backend: Backend, command: str, mib: int
+) -> None:
+    """``mem_chk_cmd`` output is parsed as the seed did (GB scaled up, kB down)."""
+    try:
+        view = backend.cls.adopt(
+            shared_vm.name, {"connect_uri": shared_vm.uri, "mem_chk_cmd": command}
+        )
+    except virtlib.VMNotSupportedError as exc:
+        supported(backend, exc)
+    try:
+        assert view.get_memory_size() == mib
+    finally:
+        view.release()
 
 
 def test_pause_stops_the_guest_and_resume_goes_on(shared_vm: BaseVM, backend: Backend) -> None:
@@ -222,6 +273,11 @@ def test_save_and_restore_keep_the_guest_state(
         supported(backend, exc)
     assert shared_vm.is_alive()
     assert serial(shared_vm).cmd("cat /tmp/contract-state").strip() == "remembered"
+    session = shared_vm.wait_for_login(timeout=LOGIN_TIMEOUT)
+    try:
+        assert session.cmd("cat /tmp/contract-state").strip() == "remembered"
+    finally:
+        session.close()
 
 
 @pytest.mark.parametrize("method", ["shell", "system_reset"])

@@ -98,15 +98,6 @@ def test_ports_not_forwarded_are_reported(vm_factory: VMFactory) -> None:
     assert vm.get_mac_address(0).startswith("52:54:00:")
 
 
-def test_pause_resume(vm: virtlib.BaseVM) -> None:
-    vm.pause()
-    assert vm.is_paused() and vm.is_alive()
-    vm.resume()
-    assert not vm.is_paused()
-    assert vm.serial_console is not None
-    assert vm.serial_console.cmd("echo back").strip() == "back"
-
-
 def test_bad_media_fail_before_anything_is_made(
     vm_factory: VMFactory, libvirt_uri: str, tmp_path: Path
 ) -> None:
@@ -168,14 +159,6 @@ def test_uuid_from_params_and_clone(vm_factory: VMFactory) -> None:
     assert vm.get_uuid() == uuid
     twin = vm.clone(vm.name + "-twin", mem="300")
     assert twin.is_dead() and twin.params["mem"] == "300" and twin.name.endswith("-twin")
-
-
-def test_needs_restart(vm_factory: VMFactory) -> None:
-    vm = vm_factory()
-    assert not vm.needs_restart(vm.name, vm.params, vm.root_dir)
-    changed = vm.params.copy()
-    changed["mem"] = "384"
-    assert vm.needs_restart(vm.name, changed, vm.root_dir)
 
 
 def test_create_again_restarts(vm_factory: VMFactory) -> None:

@@ -28,7 +28,7 @@ CODE_NAMES = {
 
 
 def code_id(code: int) -> str:
-    return CODE_NAMES.get(code, str(code))
+    return str(CODE_NAMES.get(code, code))
 
 
 def libvirt_error(code: int, text: str = TEXT) -> libvirt.libvirtError:
