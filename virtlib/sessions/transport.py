@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from paramiko import SSHException
 from pexpect import EOF, TIMEOUT
 from pexpect.spawnbase import SpawnBase
 
@@ -126,6 +127,10 @@ class ChannelSpawn(_TextSpawn):
         if self.closed:
             return
         self.closed = True
-        self.channel.close()
-        if self.owner is not None:
-            self.owner.close()
+        try:
+            self.channel.close()
+        except (EOFError, OSError, SSHException):
+            pass  # the peer went first (a reboot, a poweroff): there is nothing left to close
+        finally:
+            if self.owner is not None:
+                self.owner.close()
