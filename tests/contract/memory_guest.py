@@ -277,8 +277,9 @@ class GuestSSHServer:
             return  # an SFTP session: the subsystem handler serves it
 
         def close() -> None:
-            channel.send_exit_status(0)
-            channel.close()
+            with contextlib.suppress(EOFError, OSError, paramiko.SSHException):  # client gone
+                channel.send_exit_status(0)
+                channel.close()
 
         guest = MemoryGuest(self.machine, channel.sendall, close=close, state="shell").start()
         with self._lock:
