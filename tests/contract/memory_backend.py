@@ -58,6 +58,7 @@ from virtlib.workdir import make_vm_dir, remove_tree
 
 BOOT_BANNER = "Linux version 6.6.0-memory (virtlib contract suite) #1 SMP\r\n"
 CTRL_ALT_DELETE = parse_keys("ctrl-alt-delete")
+REBOOT_METHODS = ("shell", "system_reset", "libvirt_reset")
 #: Seconds from power-on to the login prompt and sshd (a short boot, so login retries run).
 DEFAULT_BOOT_DELAY = 0.3
 
@@ -362,15 +363,17 @@ class MemoryVM(BaseVM):
         if self._machine_or_none() is None:
             raise VMDeadError("no domain", f"{self.name!r} is not running on {self.uri}")
 
-    def pause(self) -> None:
+    def pause(self) -> bool:
         machine = self._machine()
         machine.running.clear()
         machine.status = "paused"
+        return True
 
-    def resume(self) -> None:
+    def resume(self, timeout: float | None = None) -> bool:
         machine = self._machine()
         machine.status = "running"
         machine.running.set()
+        return True
 
     # --- addresses ------------------------------------------------------------------------
     def get_address(self, index: int = 0) -> str:
@@ -418,14 +421,17 @@ class MemoryVM(BaseVM):
         method: str = "shell",
         nic_index: int = 0,
         timeout: float = 240,
+        serial: bool = False,
     ) -> ShellSession:
-        if method not in ("shell", "system_reset"):
-            raise VMRebootError(f"unknown reboot method {method!r} (use shell or system_reset)")
+        if method not in REBOOT_METHODS:
+            raise VMRebootError(
+                f"unknown reboot method {method!r} (use {', '.join(REBOOT_METHODS)})"
+            )
         machine = self._machine()
         with machine.changed:
             before = machine.reboots
         if method == "shell":
-            session = session or self.wait_for_login(nic_index, timeout)
+            session = session or self._login_any(nic_index, timeout, serial)
             session.sendline(self.spec.reboot_command)
         else:
             machine.request("reboot")
@@ -435,9 +441,14 @@ class MemoryVM(BaseVM):
         if session is not None and session is not self.serial_console:
             session.close()
         try:
-            return self.wait_for_login(nic_index, timeout)
+            return self._login_any(nic_index, timeout, serial)
         except (LoginError, VMError) as exc:
             raise VMRebootError(f"{self.name!r} did not come back after reboot: {exc}") from exc
+
+    def _login_any(self, nic_index: int, timeout: float, serial: bool) -> ShellSession:
+        if self.spec.nics and not serial:
+            return self.wait_for_login(nic_index, timeout)
+        return self.wait_for_serial_login(timeout)
 
     def send_key(self, keystr: str) -> None:
         codes = parse_keys(keystr)

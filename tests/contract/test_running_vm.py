@@ -176,16 +176,22 @@ def test_memory_size_output_in_other_units(
 
 def test_pause_stops_the_guest_and_resume_goes_on(shared_vm: BaseVM, backend: Backend) -> None:
     console = serial(shared_vm)
+    assert shared_vm.status() == "running"
+    assert shared_vm.resume() is True, "resuming a running VM is harmless"
     try:
-        shared_vm.pause()
+        assert shared_vm.pause() is True
     except virtlib.VMNotSupportedError as exc:
         supported(backend, exc)
     try:
+        assert shared_vm.pause() is True, "pausing a paused VM is harmless"
         assert shared_vm.is_paused() and shared_vm.is_alive()
+        shared_vm.verify_status("paused")
+        with pytest.raises(virtlib.VMStatusError):
+            shared_vm.verify_status("running")
         assert not console.is_responsive(timeout=1.0), "a paused guest answered"
     finally:
-        shared_vm.resume()
-    assert not shared_vm.is_paused()
+        assert shared_vm.resume() is True
+    assert not shared_vm.is_paused() and shared_vm.status() == "running"
     console.sync(timeout=30)
     assert console.cmd("echo resumed").strip() == "resumed"
 
