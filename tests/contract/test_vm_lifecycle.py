@@ -89,9 +89,9 @@ def test_bad_params_raise_a_params_error_naming_them(
     params = backend.params.copy()
     params[key] = value
     with pytest.raises(virtlib.VMParamsError) as info:
-        virtlib.new_vm("hk-bad-params", params).create()
+        virtlib.new_vm("contract-bad-params", params).create()
     assert key in str(info.value) and value in str(info.value)
-    assert "hk-bad-params" not in [m.name for m in backend.cls.managed_vms(backend.uri)]
+    assert "contract-bad-params" not in [m.name for m in backend.cls.managed_vms(backend.uri)]
 
 
 def test_probe_answers_and_says_why_not(backend: Backend) -> None:
@@ -108,13 +108,13 @@ def test_operations_the_backend_lacks_raise_a_named_error(backend: Backend) -> N
     ]
     if not lacking:
         pytest.skip(f"the {backend.vm_type} backend implements every optional operation")
-    vm = virtlib.new_vm("hk-lacking", backend.params)
+    vm = virtlib.new_vm("contract-lacking", backend.params)
     calls: dict[str, Callable[[], object]] = {
         "restore_from_file": lambda: vm.restore_from_file("/nonexistent"),
         "pause": vm.pause,
         "resume": vm.resume,
         "is_paused": vm.is_paused,
-        "adopt": lambda: backend.cls.adopt("hk-lacking", backend.params),
+        "adopt": lambda: backend.cls.adopt("contract-lacking", backend.params),
         "release": vm.release,
         "info": vm.info,
         "probe": lambda: backend.cls.probe(backend.uri),
@@ -138,7 +138,7 @@ def test_mac_address_from_params_before_and_after_create(make_vm: Maker) -> None
 
 
 def test_unstarted_vm_is_dead_and_says_so(backend: Backend) -> None:
-    vm = virtlib.new_vm("hk-never-started", backend.params)
+    vm = virtlib.new_vm("contract-never-started", backend.params)
     assert isinstance(vm, backend.cls)
     assert vm.is_dead() and not vm.is_alive() and vm.state is None
     with pytest.raises(virtlib.VMDeadError):
