@@ -19,6 +19,11 @@ OPTIONAL_OPERATIONS = (
     "pause",
     "resume",
     "is_paused",
+    "definition",
+    "hypervisor_log",
+    "memory_dump",
+    "screenshot",
+    "guest_agent",
     "adopt",
     "release",
     "info",
@@ -114,6 +119,11 @@ def test_operations_the_backend_lacks_raise_a_named_error(backend: Backend) -> N
         "pause": vm.pause,
         "resume": vm.resume,
         "is_paused": vm.is_paused,
+        "definition": vm.definition,
+        "hypervisor_log": vm.hypervisor_log,
+        "memory_dump": lambda: vm.memory_dump("/nonexistent/dump", 1 << 20),
+        "screenshot": lambda: vm.screenshot("/nonexistent/screen.png"),
+        "guest_agent": vm.guest_agent,
         "adopt": lambda: backend.cls.adopt("contract-lacking", backend.params),
         "release": vm.release,
         "info": vm.info,
@@ -125,8 +135,10 @@ def test_operations_the_backend_lacks_raise_a_named_error(backend: Backend) -> N
     for op in lacking:
         with pytest.raises(virtlib.VMNotSupportedError) as info:
             calls[op]()
-        assert (info.value.operation, info.value.backend) == (op, backend.cls.BACKEND)
-        assert op in str(info.value) and backend.cls.BACKEND in str(info.value)
+        # the error names the operation (in words: "memory dump") and the backend
+        assert info.value.operation.replace(" ", "_") == op
+        assert info.value.backend == backend.cls.BACKEND
+        assert info.value.operation in str(info.value) and backend.cls.BACKEND in str(info.value)
 
 
 def test_mac_address_from_params_before_and_after_create(make_vm: Maker) -> None:
