@@ -12,8 +12,10 @@ MAC lookup, memory and CPU parsing, file copies) runs for real in
 
 It is registered for the test session only, through the ``virtlib.backends``
 entry-point group (see ``conftest.py``), so the suite also proves that a
-backend registered that way is found.  It lacks ``host_checks`` (BaseVM's
-VMNotSupportedError) and ``migrate`` on purpose.
+backend registered that way is found.  What an in-process VM cannot have it
+leaves to BaseVM's VMNotSupportedError (``host_checks``, ``definition``, the
+hypervisor log, memory dumps, screenshots, the guest agent), and ``migrate``
+says so itself: the suite checks those errors name the operation and backend.
 """
 
 from __future__ import annotations
