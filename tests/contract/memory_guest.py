@@ -162,6 +162,18 @@ class _Handle(paramiko.SFTPHandle):
     readfile: Any
     writefile: Any
 
+    def stat(self) -> Any:
+        return _sftp_errors(
+            lambda: paramiko.SFTPAttributes.from_stat(os.fstat(self.readfile.fileno()))
+        )
+
+    def chattr(self, attr: paramiko.SFTPAttributes) -> int:  # FSETSTAT: the file's mode
+        def change() -> None:
+            if attr.st_mode is not None:
+                os.fchmod(self.readfile.fileno(), attr.st_mode & 0o7777)
+
+        return int(_sftp_errors(change) or SFTP_OK)
+
 
 class _Files(paramiko.SFTPServerInterface):
     """SFTP over the guest's root directory (paramiko's stub server, confined to the root)."""
