@@ -33,6 +33,7 @@ from virtlib import sessions, transfer
 from virtlib.crashscan import KernelCrash, find_crash
 from virtlib.errors import (
     LoginAuthenticationError,
+    LoginBannerTimeoutError,
     LoginError,
     VMDeadError,
     VMDeadKernelCrashError,
@@ -66,8 +67,12 @@ log = logging.getLogger(__name__)
 #: A kernel message on a console (a printk timestamp first).
 KERNEL_LINE = re.compile(r"^\s*(<\d>)?\[\s*\d+\.\d+\]")
 
-#: How long a retried SSH login waits for the server's banner (seconds).
+#: How long a retried SSH login first waits for the server's banner (seconds); each attempt
+#: that got none waits RETRY_BANNER_STEP longer, up to RETRY_BANNER_MAX (a loaded host's
+#: guest may be slow to answer; a guest that is down never answers).
 RETRY_BANNER_TIMEOUT = 1.0
+RETRY_BANNER_STEP = 0.5
+RETRY_BANNER_MAX = 5.0
 
 #: What ``restart_network`` runs in the guest (on the serial console): the first DHCP client
 #: found renews every NIC's lease (dhclient, dhcpcd, then busybox's udhcpc).
@@ -111,6 +116,7 @@ class BaseVM(abc.ABC):
         self._state: VMState | None = None
         self._workdir: Path | None = None
         self._login_retrying = False  # inside wait_for_login (see _login)
+        self._banner_timeout = RETRY_BANNER_TIMEOUT
         self._serial_log: Path | None = None
         self._partition: Partition = current_partition()
         #: When the VM last started (create or restore): ``time.time()`` and
@@ -293,7 +299,7 @@ class BaseVM(abc.ABC):
             known_hosts=self.known_hosts_file(),
             host_key_policy=login.host_key_policy,
             log_file=self.workdir / f"session-{self.name}-{random_string(4)}.log",
-            banner_timeout=RETRY_BANNER_TIMEOUT if retrying else None,
+            banner_timeout=self._banner_timeout if retrying else None,
             quiet=retrying,
         )
         session.set_status_test_command(login.status_test_command)
@@ -377,6 +383,14 @@ class BaseVM(abc.ABC):
         status_check: bool,
     ) -> ShellSession:
         self._login_retrying = True
+        self._banner_timeout = min(RETRY_BANNER_TIMEOUT, internal_timeout)
+
+        def retried(exc: BaseException) -> None:
+            log.debug("login to %r: %s", self.name, exc)
+            if isinstance(exc, LoginBannerTimeoutError):  # the guest may just be slow: wait longer
+                grown = self._banner_timeout + RETRY_BANNER_STEP
+                self._banner_timeout = min(grown, RETRY_BANNER_MAX, internal_timeout)
+
         try:
             return retry(
                 lambda: self.login(nic_index, internal_timeout, username, password),
@@ -384,7 +398,7 @@ class BaseVM(abc.ABC):
                 retry_on=(LoginError, VMError),
                 fatal=(LoginAuthenticationError,),
                 give_up=self.verify_alive if status_check else None,
-                on_error=lambda exc: log.debug("login to %r: %s", self.name, exc),
+                on_error=retried,
                 initial=0.05,
                 maximum=0.25,  # each attempt already waits up to RETRY_BANNER_TIMEOUT
             )

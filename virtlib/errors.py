@@ -425,6 +425,11 @@ class LoginTimeoutError(LoginError):
         self.args = (output, timeout)
 
 
+class LoginBannerTimeoutError(LoginTimeoutError):
+    """The server accepted the connection but sent no SSH banner in time: a forwarded port
+    whose guest is down (QEMU's user network accepts anyway), or a very slow guest."""
+
+
 class LoginProcessTerminatedError(LoginError):
     """The client process or connection ended while logging in."""
 

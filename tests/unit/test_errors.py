@@ -308,6 +308,7 @@ ADDED = [
     "VMFileMissingError",
     "VMAgentError",
     "VMAgentTimeoutError",
+    "LoginBannerTimeoutError",
     "ImageError",
     "RemoteError",
     "LoginError",

@@ -20,6 +20,7 @@ import paramiko
 
 from virtlib.errors import (
     LoginAuthenticationError,
+    LoginBannerTimeoutError,
     LoginError,
     LoginHostKeyError,
     LoginProcessTerminatedError,
@@ -150,6 +151,8 @@ def connect(
         raise LoginTimeoutError(f"SSH to {target}: {exc}", timeout) from None
     except (paramiko.SSHException, EOFError) as exc:
         client.close()
+        if "banner" in str(exc).lower():  # paramiko has no class of its own for it
+            raise LoginBannerTimeoutError(f"SSH to {target}: {exc}", banner_timeout) from None
         raise LoginError(f"SSH to {target} failed: {exc}") from None
     except OSError as exc:
         client.close()
