@@ -131,7 +131,8 @@ class LoginSpec:
 
     username: str = "root"
     password: str = field(default="", repr=False)
-    shell_prompt: str = r"[\#\$]"
+    shell_prompt: str = r"[\#\$]\s*$"
+    """Anchored: the echo of ``root@host:~# echo $?`` must not look like a prompt."""
     linesep: str = "\n"
     status_test_command: str = "echo $?"
     shell_client: str = "ssh"
@@ -178,6 +179,9 @@ class DiskSpec:
     create: bool
     remove: bool
     cluster_size: str = ""
+    snapshot: bool = False
+    """``image_snapshot``: the VM writes to a private copy-on-write overlay; the image
+    itself is never written (see :mod:`virtlib.media`)."""
 
     @classmethod
     def from_params(cls, name: str, params: Params, root_dir: str | Path) -> DiskSpec:
@@ -190,6 +194,12 @@ class DiskSpec:
                 check_size(size)
             except VMParamsError as exc:
                 raise VMParamsError(f"parameter 'image_size' of image {name!r}: {exc}") from None
+        snapshot = params.get_boolean("image_snapshot")
+        if snapshot and raw:
+            raise VMParamsError(
+                f"disk {name!r}: 'image_snapshot = yes' needs an image file, "
+                "not a raw device ('image_raw_device = yes')"
+            )
         return cls(
             name=name,
             path=image_filename(params, root_dir),
@@ -201,6 +211,7 @@ class DiskSpec:
             create=create,
             remove=params.get_boolean("remove_image"),
             cluster_size=params.get("image_cluster_size", ""),
+            snapshot=snapshot,
         )
 
 
@@ -237,6 +248,11 @@ class NicSpec:
     nettype: str
     netdst: str
     guest_ports: tuple[int, ...]
+    pci_slot: int = 0
+    """``nic_pci_slot`` of a user-net NIC (0: the designer's default)."""
+    restrict: bool = False
+    """``user_net_restrict``: the guest reaches nothing beyond QEMU's own DHCP and the
+    forwarded ports (QEMU's ``restrict=on``)."""
 
     @classmethod
     def from_params(cls, name: str, index: int, params: Params, login: LoginSpec) -> NicSpec:
@@ -263,7 +279,85 @@ class NicSpec:
             nettype=nettype,
             netdst=netdst,
             guest_ports=tuple(dict.fromkeys(ports)),
+            pci_slot=_pci_slot(params, name),
+            restrict=params.get_boolean("user_net_restrict"),
         )
+
+
+def _pci_slot(params: Params, nic: str) -> int:
+    """``nic_pci_slot``: a slot on PCI bus 0 (1-31, decimal or 0x hex); 0 when not given."""
+    text = params.get("nic_pci_slot", "").strip()
+    if not text:
+        return 0
+    try:
+        slot = int(text, 0)
+    except ValueError:
+        slot = -1
+    if not 1 <= slot <= 31:
+        raise VMParamsError(
+            f"parameter 'nic_pci_slot' of NIC {nic!r} must be a PCI slot (1-31); got {text!r}"
+        )
+    return slot
+
+
+@dataclass(frozen=True)
+class CloudInitSpec:
+    """A cloud-init NoCloud seed for the guest (``cloudinit = yes``); see virtlib.cloudinit.
+
+    The seed creates ``username`` with ``password`` (the login params), so the
+    credentials virtlib logs in with are the ones the guest was given.
+    """
+
+    enabled: bool = False
+    hostname: str = ""
+    authorized_keys_file: Path | None = None
+    user_data: Path | None = None
+    network_config: Path | None = None
+    meta_data: Path | None = None
+
+    @classmethod
+    def from_params(cls, name: str, params: Params, root_dir: str | Path) -> CloudInitSpec:
+        def path(key: str) -> Path | None:
+            value = params.get(key, "").strip()
+            return resolve_path(root_dir, value) if value else None
+
+        enabled = params.get_boolean("cloudinit")
+        hostname = params.get("cloudinit_hostname", "").strip() or _hostname_from(name)
+        if not HOSTNAME_RE.match(hostname):
+            raise VMParamsError(
+                "parameter 'cloudinit_hostname' must be a host name "
+                f"(letters, digits, '-', at most 63 characters); got {hostname!r}"
+            )
+        spec = cls(
+            enabled=enabled,
+            hostname=hostname,
+            authorized_keys_file=path("cloudinit_ssh_authorized_keys"),
+            user_data=path("cloudinit_user_data"),
+            network_config=path("cloudinit_network_config"),
+            meta_data=path("cloudinit_meta_data"),
+        )
+        given = [key for key in CLOUDINIT_FILE_KEYS if params.get(key, "").strip()]
+        if given and not enabled:
+            raise VMParamsError(
+                f"{', '.join(repr(k) for k in given)} given, but 'cloudinit' "
+                "is not 'yes' (no seed would be made)"
+            )
+        return spec
+
+
+HOSTNAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+CLOUDINIT_FILE_KEYS = (
+    "cloudinit_ssh_authorized_keys",
+    "cloudinit_user_data",
+    "cloudinit_network_config",
+    "cloudinit_meta_data",
+)
+
+
+def _hostname_from(name: str) -> str:
+    """A host name made from a VM name: other characters become '-', at most 63."""
+    cleaned = re.sub(r"[^A-Za-z0-9-]+", "-", name).strip("-")[:63].strip("-")
+    return cleaned or "virtlib"
 
 
 @dataclass(frozen=True)
@@ -347,6 +441,9 @@ class VMSpec:
     migration_storage: str = ""
     #: ``cpu_model_flags``: features to require or disable on top of the CPU model.
     cpu_features: tuple[CpuFeature, ...] = ()
+    cloudinit: CloudInitSpec = CloudInitSpec()
+    guest_agent: bool = True
+    """A virtio-serial channel ``org.qemu.guest_agent.0`` for the QEMU guest agent."""
 
     @classmethod
     def from_params(cls, name: str, params: Params, root_dir: str | Path = ".") -> VMSpec:
@@ -397,6 +494,15 @@ class VMSpec:
             )
         # Checked by the backend against what it can assign (VMBadPATypeError), as in the seed.
         pci_assignable = params.get("pci_assignable", "no").strip()
+        cloudinit = CloudInitSpec.from_params(name, params, root_dir)
+        if cloudinit.enabled and not (
+            login.password or cloudinit.authorized_keys_file or cloudinit.user_data
+        ):
+            raise VMParamsError(
+                "'cloudinit = yes' needs a 'password', "
+                "'cloudinit_ssh_authorized_keys' or 'cloudinit_user_data' (the guest would "
+                "have no way in)"
+            )
         return cls(
             name=name,
             vm_type=params.get("vm_type", "libvirt"),
@@ -435,6 +541,8 @@ class VMSpec:
             migration_bandwidth_mib=params.get_numeric("migration_bandwidth", 0),
             migration_storage=_choice(params, "migration_storage", "", MIGRATION_STORAGE),
             cpu_features=parse_cpu_flags(params.get("cpu_model_flags", "")),
+            cloudinit=cloudinit,
+            guest_agent=params.get_boolean("guest_agent", True),
         )
 
     def writable_disks(self) -> tuple[DiskSpec, ...]:

@@ -37,15 +37,21 @@ def private_base(base: Path | None = None) -> Path:
         raise VMError(f"cannot use {base} as virtlib's private directory: {exc}") from None
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
         raise VMError(f"{base} is not a directory owned by uid {os.getuid()}; refusing to use it")
-    if stat.S_IMODE(info.st_mode) & 0o077:
-        os.chmod(base, 0o700)
+    # Search by a group other than ours (0710) stays: virtlib.media gives it to QEMU's group.
+    mode, keep = stat.S_IMODE(info.st_mode), 0o010 if info.st_gid != os.getgid() else 0
+    if mode & 0o077 & ~keep:
+        os.chmod(base, 0o700 | (mode & keep))
     return base
+
+
+def safe_name(name: str) -> str:
+    """``name`` as a file name: other characters become ``_``, at most 40."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40]
 
 
 def make_vm_dir(name: str, instance: str, base: Path | None = None) -> Path:
     """A new private directory for one VM (mkdtemp: unique even for equal names)."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40]
-    return Path(tempfile.mkdtemp(prefix=f"{safe}-{instance}-", dir=private_base(base)))
+    return Path(tempfile.mkdtemp(prefix=f"{safe_name(name)}-{instance}-", dir=private_base(base)))
 
 
 def remove_tree(path: Path | None) -> None:

@@ -7,6 +7,7 @@ returns a :class:`~.domxml.DomainConfig`; :mod:`.domxml` maps it to XML.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from virtlib.accel import AccelChoice
 from virtlib.backends.libvirt.domxml import (
+    ControllerConfig,
     DiskConfig,
     DomainConfig,
     HostdevConfig,
@@ -29,6 +31,7 @@ from virtlib.errors import (
     VMPAError,
     VMParamsError,
 )
+from virtlib.media import PreparedMedia
 from virtlib.spec import CdromSpec, DiskSpec, NicSpec, VMSpec
 from virtlib.state import Allocations
 
@@ -41,7 +44,12 @@ USER_NET_MODELS = {
     "e1000e": "e1000e",
     "rtl8139": "rtl8139",
 }
-FIRST_USER_NET_SLOT = 0x10  # clear of the slots libvirt hands out (memballoon took slot 2)
+FIRST_USER_NET_SLOT = 3
+"""QEMU's first free slot on i440fx: images made for QEMU name that NIC ``ens3``."""
+FIRST_MANAGED_SLOT = 8
+"""Where the PCI devices libvirt manages start (slots 3-7 are left to user-net NICs)."""
+LAST_PCI_SLOT = 31
+RESERVED_SLOTS = frozenset({0, 1, 2})  # host bridge, PIIX3 (IDE, USB, PM), VGA
 HUGEPAGE_KIB = 2048
 PA_TYPES = ("vf", "pf", "mixed")
 
@@ -99,16 +107,46 @@ def design(
     metadata: dict[str, str] | None = None,
     uuid: str = "",
     check_resources: bool = True,
+    media: PreparedMedia | None = None,
 ) -> DomainConfig:
     """Every value of the domain; raises the seed's errors for bad media and resources.
 
     ``check_resources=False`` skips the host checks (free huge pages, PCI devices):
-    for comparing with a running VM, which already holds them.
+    for comparing with a running VM, which already holds them.  ``media`` holds the
+    VM's overlays and cloud-init seed (:func:`virtlib.media.prepare`).
     """
     template, domain_type = template_and_type(spec, facts)
     xen = template.startswith("xen")
-    disks = _disks(spec, xen=xen, pv=template == "xen-pv")
-    interfaces, user_nets = _nics(spec.nics, allocations, xen)
+    explicit = places_pci_devices(spec, template)
+    media = media or PreparedMedia()
+    disks = _disks(spec, xen=xen, pv=template == "xen-pv", media=media)
+    if media.seed is not None:
+        disks += (_seed_cdrom(media.seed, disks, spec, xen, template == "xen-pv"),)
+    user_slots = user_net_slots(spec.nics, spec.name) if not xen else {}
+    interfaces, user_nets = _nics(spec.nics, allocations, xen, user_slots)
+    guest_agent = spec.guest_agent and not xen
+    hostdevs = _hostdevs(spec, facts) if check_resources else ()
+    controllers: tuple[ControllerConfig, ...] = ()
+    balloon_slot = 0
+    if explicit:
+        plan = _SlotPlan(spec.name, set(user_slots.values()))
+        controllers = tuple(
+            ControllerConfig(kind, plan.take(f"the {kind} controller"))
+            for kind in _controllers_needed(disks, guest_agent)
+        )
+        interfaces = tuple(
+            dataclasses.replace(i, pci_slot=plan.take(f"NIC {i.mac}")) for i in interfaces
+        )
+        disks = tuple(
+            dataclasses.replace(d, pci_slot=plan.take(f"disk {d.target}"))
+            if d.bus == "virtio"
+            else d
+            for d in disks
+        )
+        balloon_slot = plan.take("the memory balloon")
+        hostdevs = tuple(
+            dataclasses.replace(h, guest_slot=plan.take("a host PCI device")) for h in hostdevs
+        )
     if spec.hugepages and check_resources:
         _check_hugepages(spec, facts)
     cpu_mode, cpu_model = spec.cpu_mode, spec.cpu_model
@@ -130,13 +168,111 @@ def design(
         disks=disks,
         interfaces=interfaces,
         user_nets=user_nets,
-        hostdevs=_hostdevs(spec, facts) if check_resources else (),
+        hostdevs=hostdevs,
+        controllers=controllers,
+        guest_agent=guest_agent,
+        balloon_slot=balloon_slot,
+        boot_devices=_boot_devices(spec),
         hugepages=spec.hugepages,
         panic_model="isa" if spec.pvpanic and not xen else "",
         on_poweroff=spec.on_poweroff,
         on_reboot=spec.on_reboot,
         on_crash=spec.on_crash,
         metadata=dict(metadata or {}),
+    )
+
+
+def places_pci_devices(spec: VMSpec, template: str) -> bool:
+    """Whether virtlib gives libvirt's PCI devices explicit slots (clear of the user-net NICs,
+    which libvirt does not know about).  On i440fx (libvirt's default machine) it must;
+    on q35 libvirt puts its devices behind PCIe root ports, off the root bus."""
+    return not template.startswith("xen") and "q35" not in spec.machine_type
+
+
+class _SlotPlan:
+    """Free slots on PCI bus 0 for libvirt's devices: from FIRST_MANAGED_SLOT up, then the
+    low slots no user-net NIC uses.  When bus 0 is full the rest are left to libvirt
+    (slot 0), which adds a PCI bridge -- unless user-net NICs hide on bus 0, whose slots
+    libvirt would think free."""
+
+    def __init__(self, vm: str, user_net: set[int]) -> None:
+        self.vm = vm
+        self.user_net = set(user_net)
+        order = [*range(FIRST_MANAGED_SLOT, LAST_PCI_SLOT + 1), *range(3, FIRST_MANAGED_SLOT)]
+        self.free: list[int] = [s for s in order if s not in user_net | RESERVED_SLOTS]
+
+    def take(self, what: str) -> int:
+        if self.free:
+            return self.free.pop(0)
+        if self.user_net:
+            raise VMParamsError(
+                f"VM {self.vm!r}: no free PCI slot on bus 0 for {what} next to its user-net "
+                "NICs (use fewer virtio devices, drive_format = scsi, or machine_type = q35)"
+            )
+        return 0
+
+
+def user_net_slots(nics: tuple[NicSpec, ...], vm: str = "") -> dict[int, int]:
+    """NIC index -> PCI slot of each user-net NIC: its ``nic_pci_slot``, else the next free
+    slot from FIRST_USER_NET_SLOT (3: ``ens3``, 4: ``ens4``, ...)."""
+    user = [nic for nic in nics if nic.nettype == "user"]
+    chosen = {nic.index: nic.pci_slot for nic in user if nic.pci_slot}
+    for nic in user:
+        slot = nic.pci_slot
+        if slot and (slot in RESERVED_SLOTS or list(chosen.values()).count(slot) > 1):
+            raise VMParamsError(
+                f"VM {vm!r}, NIC {nic.name!r}: parameter 'nic_pci_slot' = {slot:#x} is taken "
+                f"(slots 0-2 are the chipset's; each NIC needs its own)"
+            )
+    taken = set(chosen.values()) | RESERVED_SLOTS
+    slot = FIRST_USER_NET_SLOT
+    for nic in user:
+        if nic.index in chosen:
+            continue
+        while slot in taken:
+            slot += 1
+        chosen[nic.index] = slot
+        taken.add(slot)
+    return chosen
+
+
+def _controllers_needed(disks: tuple[DiskConfig, ...], guest_agent: bool) -> list[str]:
+    """Controllers on PCI that libvirt would otherwise add (and place) by itself."""
+    kinds = []
+    if any(d.bus == "sata" for d in disks):
+        kinds.append("sata")  # AHCI: i440fx has none built in
+    if any(d.bus == "scsi" for d in disks):
+        kinds.append("scsi")
+    if guest_agent:
+        kinds.append("virtio-serial")
+    return kinds
+
+
+def _boot_devices(spec: VMSpec) -> tuple[str, ...]:
+    """CD-ROMs first when the user gave one (an installer); the seed is never booted."""
+    if any(cdrom.path is not None for cdrom in spec.cdroms):
+        return ("cdrom", "hd")
+    return ("hd",)
+
+
+def _seed_cdrom(
+    seed: Path, disks: tuple[DiskConfig, ...], spec: VMSpec, xen: bool, pv: bool
+) -> DiskConfig:
+    """The cloud-init seed as a read-only CD-ROM after the other disks: IDE on i440fx
+    (built in, no PCI slot), SATA on q35 (built in there)."""
+    bus = _cdrom_bus("sata" if "q35" in spec.machine_type else "ide", xen, pv)
+    prefix = TARGET_PREFIX[bus]
+    used = {d.target for d in disks}
+    index = 0
+    while prefix + _letters(index) in used:
+        index += 1
+    return DiskConfig(
+        source=str(seed),
+        target=prefix + _letters(index),
+        bus=bus,
+        format="raw",
+        device="cdrom",
+        readonly=True,
     )
 
 
@@ -201,7 +337,7 @@ def missing_disk(vm: str, disk: DiskSpec) -> VMFileMissingError:
     )
 
 
-def _disks(spec: VMSpec, xen: bool, pv: bool) -> tuple[DiskConfig, ...]:
+def _disks(spec: VMSpec, xen: bool, pv: bool, media: PreparedMedia) -> tuple[DiskConfig, ...]:
     """Disks, then CD-ROMs, with Linux's target names.  On shared migration storage the
     writable disks keep their owner (QEMU's user, set by the driver): both hosts' QEMUs
     use them, and libvirt must not hand them back to root when one side stops."""
@@ -213,15 +349,18 @@ def _disks(spec: VMSpec, xen: bool, pv: bool) -> tuple[DiskConfig, ...]:
         if not disk.raw_device and not disk.path.exists():
             raise missing_disk(vm, disk)
         bus = _disk_bus(disk.bus, xen, pv)
+        overlay = media.overlays.get(disk.name)
         result.append(
             DiskConfig(
-                source=str(disk.path),
+                source=str(overlay.path if overlay else disk.path),
                 target=next_name(bus),
                 bus=bus,
-                format=disk.format,
+                format=overlay.format if overlay else disk.format,
                 block=disk.raw_device,
                 readonly=disk.readonly,
                 relabel=not (shared and not disk.readonly),
+                backing_source=str(overlay.base) if overlay else "",
+                backing_format=overlay.base_format if overlay else "",
             )
         )
     for cdrom in spec.cdroms:
@@ -265,7 +404,10 @@ def file_hash(path: Path, algorithm: str) -> str:
 
 
 def _nics(
-    nics: tuple[NicSpec, ...], allocations: Allocations, xen: bool
+    nics: tuple[NicSpec, ...],
+    allocations: Allocations,
+    xen: bool,
+    user_slots: dict[int, int],
 ) -> tuple[tuple[InterfaceConfig, ...], tuple[UserNetConfig, ...]]:
     interfaces, user_nets = [], []
     macs, ports = allocations.mac_map, allocations.port_map
@@ -288,8 +430,9 @@ def _nics(
                     netdev_id=f"vlnet{nic.index}",
                     mac=mac,
                     device_model=USER_NET_MODELS[nic.model],
-                    pci_slot=FIRST_USER_NET_SLOT + nic.index,
+                    pci_slot=user_slots[nic.index],
                     forwards=forwards,
+                    restrict=nic.restrict,
                 )
             )
         else:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from virtlib import media
 from virtlib.accel import AccelChoice
 from virtlib.backends.libvirt import designer, domxml, inventory, metadata, migration, storage
 from virtlib.backends.libvirt.agent import LibvirtGuestAgent
@@ -141,6 +142,7 @@ class LibvirtVM(BaseVM):
             metadata.encode(state),
             uuid=state.uuid,
             check_resources=check_resources,
+            media=media.planned(state.spec, state.instance),
         )
 
     def _render(self, state: VMState) -> str:
@@ -202,6 +204,7 @@ class LibvirtVM(BaseVM):
         try:
             self._set_state(self._new_state(host, mac_source, previous_uuid))
             created_images = self._create_images()
+            media.prepare(self.spec, self.instance)
             storage.share_with_qemu(host, self.spec)
             xml = self._render(self._require_state())
             self._trust_host_keys()
@@ -569,6 +572,7 @@ class LibvirtVM(BaseVM):
                 self.mac_pool().free(self.instance)
             remove_tree(self._workdir)
             self._workdir = None
+            media.remove((self.state.spec if self.state else self.spec).name, self.instance)
             self._set_state(None)
 
     # --- reboot, keys, save/restore ----------------------------------------------------------

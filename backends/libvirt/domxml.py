@@ -15,6 +15,7 @@ from pathlib import Path
 from lxml import etree
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 VIRTLIB_NS = "https://virtlib.dev/xmlns/vm/1"
 TEMPLATES = ("kvm", "qemu", "xen-hvm", "xen-pv")
 
@@ -37,6 +38,17 @@ class DiskConfig:
     block: bool = False  # a raw device (type="block") rather than a file
     readonly: bool = False
     relabel: bool = True  # False: libvirt leaves its owner alone (shared storage)
+    backing_source: str = ""  # an overlay's read-only base image (never relabelled)
+    backing_format: str = ""
+    pci_slot: int = 0  # virtio disks: the slot on PCI bus 0 (0: libvirt chooses)
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """A controller virtlib places explicitly (``virtio-serial``, ``sata``, ``scsi``)."""
+
+    type: str
+    pci_slot: int
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,7 @@ class InterfaceConfig:
     source: str
     mac: str
     model: str
+    pci_slot: int = 0
 
 
 @dataclass(frozen=True)
@@ -59,10 +72,15 @@ class UserNetConfig:
     pci_slot: int
     forwards: tuple[tuple[int, int], ...]  # (host port on 127.0.0.1, guest port)
     bind_address: str = "127.0.0.1"
+    restrict: bool = False
 
     def qemu_args(self) -> list[str]:
-        netdev = f"user,id={self.netdev_id}" + "".join(
-            f",hostfwd=tcp:{self.bind_address}:{host}-:{guest}" for host, guest in self.forwards
+        netdev = (
+            f"user,id={self.netdev_id}"
+            + ",restrict=on" * self.restrict
+            + "".join(
+                f",hostfwd=tcp:{self.bind_address}:{host}-:{guest}" for host, guest in self.forwards
+            )
         )
         device = (
             f"{self.device_model},netdev={self.netdev_id},mac={self.mac},addr={self.pci_slot:#x}"
@@ -76,6 +94,7 @@ class HostdevConfig:
     bus: int
     slot: int
     function: int
+    guest_slot: int = 0  # where the guest sees it on PCI bus 0 (0: libvirt chooses)
 
 
 @dataclass(frozen=True)
@@ -98,6 +117,10 @@ class DomainConfig:
     interfaces: tuple[InterfaceConfig, ...] = ()
     user_nets: tuple[UserNetConfig, ...] = ()
     hostdevs: tuple[HostdevConfig, ...] = ()
+    controllers: tuple[ControllerConfig, ...] = ()
+    guest_agent: bool = False  # a virtio-serial channel org.qemu.guest_agent.0
+    balloon_slot: int = 0  # the memballoon's slot on PCI bus 0 (0: libvirt chooses)
+    boot_devices: tuple[str, ...] = ()  # BIOS boot order ("hd", "cdrom"); () = hd, or cdrom first
     hugepages: bool = False
     panic_model: str = ""  # "isa": QEMU's pvpanic device, so a guest panic reaches libvirt
     on_poweroff: str = "destroy"
@@ -175,11 +198,26 @@ def build(config: DomainConfig) -> etree._Element:
     anchor = devices.find("serial")
     if anchor is None:
         anchor = devices.find("console")
-    for element in [*map(_disk, config.disks), *map(_interface, config.interfaces)]:
+    for element in [
+        *map(_disk, config.disks),
+        *map(_controller, config.controllers),
+        *map(_interface, config.interfaces),
+    ]:
         if anchor is not None:
             anchor.addprevious(element)
         else:
             devices.append(element)
+    if config.guest_agent:
+        channel = etree.Element("channel", type="unix")
+        _child(channel, "target", type="virtio", name=GUEST_AGENT_CHANNEL)
+        console = devices.find("console")
+        if console is not None:
+            console.addnext(channel)
+        else:
+            devices.append(channel)
+    balloon = devices.find("memballoon")
+    if balloon is not None and config.balloon_slot:
+        balloon.append(_pci_address(config.balloon_slot))
     for hostdev in config.hostdevs:
         devices.append(_hostdev(hostdev))
     if config.panic_model:
@@ -214,9 +252,18 @@ def _fill_os(root: etree._Element, config: DomainConfig) -> None:
         if config.cmdline:
             _child(os_element, "cmdline", config.cmdline)
     elif config.template != "xen-pv":
-        boot_order = ["cdrom", "hd"] if any(d.device == "cdrom" for d in config.disks) else ["hd"]
+        boot_order = config.boot_devices or (
+            ("cdrom", "hd") if any(d.device == "cdrom" for d in config.disks) else ("hd",)
+        )
         for dev in boot_order:
             _child(os_element, "boot", dev=dev)
+
+
+def _pci_address(slot: int) -> etree._Element:
+    """``<address type="pci">`` on bus 0, function 0."""
+    return etree.Element(
+        "address", type="pci", domain="0x0000", bus="0x00", slot=f"{slot:#04x}", function="0x0"
+    )
 
 
 def _disk(disk: DiskConfig) -> etree._Element:
@@ -226,9 +273,25 @@ def _disk(disk: DiskConfig) -> etree._Element:
         source = _child(element, "source", **{"dev" if disk.block else "file": disk.source})
         if not disk.relabel:
             _child(source, "seclabel", model="dac", relabel="no")
+    if disk.backing_source:
+        # The whole chain is given (libvirt probes nothing); the base is read-only and
+        # shared, so libvirt must not chown it (seclabel relabel="no").
+        backing = _child(element, "backingStore", type="file")
+        _child(backing, "format", type=disk.backing_format)
+        source = _child(backing, "source", file=disk.backing_source)
+        _child(source, "seclabel", model="dac", relabel="no")
+        _child(backing, "backingStore")
     _child(element, "target", dev=disk.target, bus=disk.bus)
     if disk.readonly or disk.device == "cdrom":
         _child(element, "readonly")
+    if disk.pci_slot:
+        element.append(_pci_address(disk.pci_slot))
+    return element
+
+
+def _controller(controller: ControllerConfig) -> etree._Element:
+    element = etree.Element("controller", type=controller.type, index="0")
+    element.append(_pci_address(controller.pci_slot))
     return element
 
 
@@ -237,6 +300,8 @@ def _interface(interface: InterfaceConfig) -> etree._Element:
     _child(element, "mac", address=interface.mac)
     _child(element, "source", **{interface.type: interface.source})
     _child(element, "model", type=interface.model)
+    if interface.pci_slot:
+        element.append(_pci_address(interface.pci_slot))
     return element
 
 
@@ -251,6 +316,8 @@ def _hostdev(hostdev: HostdevConfig) -> etree._Element:
         slot=f"{hostdev.slot:#04x}",
         function=f"{hostdev.function:#x}",
     )
+    if hostdev.guest_slot:
+        element.append(_pci_address(hostdev.guest_slot))
     return element
 
 

@@ -373,9 +373,13 @@ def test_assigned_devices_become_hostdevs(
 ) -> None:
     spec = make_spec(tmp_path, pci_assignable=pa_type, devices_requested=requested)
     config = design(spec, pci_facts(VF1, PLAIN, VF2, PF))
-    assert config.hostdevs == tuple(
-        domxml.HostdevConfig(d.domain, d.bus, d.slot, d.function) for d in expected
-    )
+    assert [(h.domain, h.bus, h.slot, h.function) for h in config.hostdevs] == [
+        (d.domain, d.bus, d.slot, d.function) for d in expected
+    ]
+    # Each gets its own guest slot, clear of the chipset and of the user-net NICs.
+    guest_slots = [h.guest_slot for h in config.hostdevs]
+    assert len(set(guest_slots)) == len(guest_slots)
+    assert all(slot >= designer.FIRST_MANAGED_SLOT for slot in guest_slots)
     hostdevs = domxml.parse(domxml.render(config)).findall("devices/hostdev")
     addresses = [dict(h.find("source/address").attrib) for h in hostdevs]
     assert addresses == [
@@ -404,10 +408,10 @@ def test_user_nic_becomes_qemu_args(tmp_path: Path) -> None:
         "-netdev",
         "user,id=vlnet0,hostfwd=tcp:127.0.0.1:38080-:8080,hostfwd=tcp:127.0.0.1:30022-:22",
         "-device",
-        "virtio-net-pci,netdev=vlnet0,mac=52:54:00:00:01:00,addr=0x10",
+        "virtio-net-pci,netdev=vlnet0,mac=52:54:00:00:01:00,addr=0x3",
     ]
     assert second.forwards == ()  # only the first NIC forwards the shell port
-    assert second.qemu_args()[-1] == "e1000,netdev=vlnet1,mac=52:54:00:00:01:01,addr=0x11"
+    assert second.qemu_args()[-1] == "e1000,netdev=vlnet1,mac=52:54:00:00:01:01,addr=0x4"
 
 
 def test_network_and_bridge_nics_are_interfaces(tmp_path: Path) -> None:
@@ -422,8 +426,8 @@ def test_network_and_bridge_nics_are_interfaces(tmp_path: Path) -> None:
     config = design(spec)
     assert config.user_nets == ()
     assert config.interfaces == (
-        domxml.InterfaceConfig("network", "default", "52:54:00:00:01:00", "virtio"),
-        domxml.InterfaceConfig("bridge", "br7", "52:54:00:00:01:01", "e1000"),
+        domxml.InterfaceConfig("network", "default", "52:54:00:00:01:00", "virtio", 0x09),
+        domxml.InterfaceConfig("bridge", "br7", "52:54:00:00:01:01", "e1000", 0x0A),
     )
 
 
