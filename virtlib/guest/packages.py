@@ -56,6 +56,9 @@ HINTS = {
     "cpio": "cpio",
     "openssl": "openssl",
     "zstd": "zstd",
+    "mmdebstrap": "mmdebstrap",
+    "mkfs.ext4": "e2fsprogs",
+    "qemu-img": "qemu-utils",
 }
 
 
