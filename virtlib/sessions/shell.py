@@ -340,6 +340,28 @@ class ShellSession:
         """
         return self.read_until_last_line_matches([self.prompt], timeout, print_func=print_func)[1]
 
+    def _read_up_to_prompt_after(
+        self, cmd: str, timeout: float, print_func: PrintFunc | None
+    ) -> str:
+        """Read until the prompt follows what ``cmd`` printed.
+
+        A serial line echoes ``echo $?`` a few characters at a time: ``echo $`` alone
+        already looks like a prompt ending in ``$``.  So a first line that is still a
+        prefix of the command (its echo, not yet complete) is never taken for the prompt.
+        """
+        prompt = re.compile(self.prompt)
+        sent = cmd.strip()
+
+        def found(text: str) -> tuple[int, str] | None:
+            line = last_nonempty_line(text)
+            if not line or not prompt.search(line):
+                return None
+            if sent and "\n" not in text.strip() and sent.startswith(text.strip()):
+                return None  # a partial echo of the command
+            return 0, text
+
+        return self._read_until(found, timeout, print_func, f"the prompt {self.prompt!r}")[1]
+
     def is_responsive(self, timeout: float = 5.0) -> bool:
         """True if the shell answers an empty command line with a prompt."""
         try:
@@ -400,7 +422,7 @@ class ShellSession:
         self.read_nonblocking(0.0)
         try:
             self.sendline(cmd)
-            text = self.read_up_to_prompt(timeout, print_func=print_func)
+            text = self._read_up_to_prompt_after(cmd, timeout, print_func)
         except ShellTimeoutError as exc:
             raise ShellTimeoutError(cmd, exc.output) from None
         except ShellProcessTerminatedError as exc:
