@@ -49,6 +49,27 @@ CANNED: dict[str, tuple[str, int]] = {
 }
 EXIT_RE = re.compile(r"^\(exit (\d+)\)$")
 
+# A Debian 12 guest as it really shows itself on ttyS0: agetty's issue and prompt, boot
+# chatter (cloud-init) right after the prompt, Debian's MOTD, bash's prompt with
+# bracketed paste, and a serial line that echoes a few characters at a time.
+DEBIAN_HOSTNAME = "debian-vm"
+DEBIAN_ISSUE = f"\r\r\nDebian GNU/Linux 12 {DEBIAN_HOSTNAME} ttyS0\r\n\r\n"
+DEBIAN_LOGIN_PROMPT = f"{DEBIAN_HOSTNAME} login: "
+DEBIAN_CHATTER = (
+    "[   45.947841] cloud-init[390]: Cloud-init v. 22.4.2 running 'modules:final'\r\n"
+    "ci-info: no authorized SSH keys fingerprints found for user debian.\r\n"
+    "[   47.305642] cloud-init[390]: Cloud-init v. 22.4.2 finished. Up 47.27 seconds\r\n"
+)
+DEBIAN_MOTD = (
+    "Linux debian-vm 6.1.0-57-cloud-amd64 #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3 x86_64\r\n"
+    "\r\nThe programs included with the Debian GNU/Linux system are free software;\r\n"
+    "the exact distribution terms for each program are described in the\r\n"
+    "individual files in /usr/share/doc/*/copyright.\r\n\r\n"
+    "Debian GNU/Linux comes with ABSOLUTELY NO WARRANTY, to the extent\r\n"
+    "permitted by applicable law.\r\n"
+)
+DEBIAN_PROMPT = f"{PASTE_ON}root@{DEBIAN_HOSTNAME}:~# "
+
 
 class FakeGuest:
     """The guest side of a console or a TCP/SSH connection.
@@ -68,13 +89,17 @@ class FakeGuest:
         password: str = PASSWORD,
         fail_delay: float = 0.05,
         motd: str = MOTD,
+        style: str = "busybox",
     ) -> None:
         self._write = write
         self._close = close
         self.state = state
         self.password = password
         self.fail_delay = fail_delay
-        self.motd = motd
+        self.debian = style == "debian"
+        self.motd = DEBIAN_MOTD if self.debian else motd
+        self.login_prompt = DEBIAN_LOGIN_PROMPT if self.debian else LOGIN_PROMPT
+        self.prompt = DEBIAN_PROMPT if self.debian else COLOURED_PROMPT
         self.status = 0
         self.received = bytearray()  # every byte the host typed
         self.lines: list[str] = []  # every line the guest read, whatever the state
@@ -91,10 +116,12 @@ class FakeGuest:
     # --- the host's side ---------------------------------------------------------
     def start(self) -> FakeGuest:
         """Print the first prompt (before returning, so tests are deterministic), then run."""
-        if self.state == "login":
+        if self.state == "login" and self.debian:
+            self.emit(DEBIAN_ISSUE + self.login_prompt + DEBIAN_CHATTER)
+        elif self.state == "login":
             self.emit(f"\r\nVirtlib Linux 1.0\r\n\r\n{LOGIN_PROMPT}")
         elif self.state == "shell":
-            self.emit(COLOURED_PROMPT)
+            self.emit(self.prompt)
         elif self.state == "question":
             self._username = USERNAME
             self.emit(
@@ -142,7 +169,7 @@ class FakeGuest:
                 data = data.replace(b"\x03", b"")
                 self.status = 130
                 self.state = "shell"
-                self.emit(f"^C\r\n{COLOURED_PROMPT}")
+                self.emit(f"^C\r\n{self.prompt}")
             self._pending += data
             while b"\n" in self._pending and not self.closed.is_set():
                 raw, self._pending = self._pending.split(b"\n", 1)
@@ -175,7 +202,7 @@ class FakeGuest:
 
     def _login_line(self, line: str) -> None:
         if not line.strip():
-            self.emit(f"\r\n{LOGIN_PROMPT}")
+            self.emit(f"\r\n{self.login_prompt}")
             return
         self._username = line.strip()
         self.emit(f"{line}\r\nPassword: ")
@@ -185,17 +212,17 @@ class FakeGuest:
         self.attempts.append((self._username, line))
         self.emit("\r\n")
         if self._username == USERNAME and line == self.password:
-            self.emit(self.motd + COLOURED_PROMPT)
+            self.emit(self.motd + self.prompt)
             self.state = "shell"
             return
         self._stopping.wait(self.fail_delay)  # login makes a wrong password wait
-        self.emit(f"Login incorrect\r\n\r\n{LOGIN_PROMPT}")
+        self.emit(f"Login incorrect\r\n\r\n{self.login_prompt}")
         self.state = "login"
 
     def _shell_line(self, line: str) -> None:
         cmd = line.strip()
         self.commands.append(cmd)
-        self.emit(f"{line}\r\n{PASTE_OFF}")  # the tty echo; readline leaves bracketed paste
+        self._echo(line)
         if cmd in ("exit", "logout"):
             self.emit("logout\r\n")
             self.end()
@@ -210,7 +237,18 @@ class FakeGuest:
         output, status = self._run_command(cmd)
         self.emit(output)
         self.status = status
-        self.emit(COLOURED_PROMPT)
+        self.emit(self.prompt)
+
+    def _echo(self, line: str) -> None:
+        """The tty's echo; readline then leaves bracketed paste.  A serial line (the Debian
+        style) echoes a few characters at a time, as a real one does."""
+        if not self.debian:
+            self.emit(f"{line}\r\n{PASTE_OFF}")
+            return
+        for start in range(0, len(line), 3):
+            self.emit(line[start : start + 3])
+            self._stopping.wait(0.02)
+        self.emit(f"\r\n{PASTE_OFF}")
 
     def _run_command(self, cmd: str) -> tuple[str, int]:
         if not cmd:
