@@ -121,11 +121,12 @@ def _open_for_qemu(directory: Path, gid: int) -> None:
         os.chmod(directory, (mode & 0o700) | 0o010)  # noqa: S103 - search only, QEMU's group
 
 
-def _check_reachable(spec: VMSpec, path: Path, gid: int | None) -> None:
+def _check_reachable(spec: VMSpec, path: Path, gid: int) -> None:
     """Every directory above ``path`` must be searchable by QEMU (others, or its group)."""
     for directory in path.parents:
-        mode = directory.stat().st_mode
-        group_ok = gid is not None and directory.stat().st_gid == gid and mode & stat.S_IXGRP
+        info = directory.stat()
+        mode = info.st_mode
+        group_ok = info.st_gid == gid and mode & stat.S_IXGRP
         if not (mode & stat.S_IXOTH or group_ok):
             raise VMError(
                 f"VM {spec.name!r}: libvirt's QEMU cannot reach {path}: {directory} is not "
