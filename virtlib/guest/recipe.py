@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 HOSTNAME = "virtlib-guest"
 USERNAME = "root"
@@ -33,11 +33,11 @@ CRASH_REGEX = r"BUG:.*---\[ end trace .* \]---"
 """What a kernel oops looks like on the console (apply with ``re.DOTALL``)."""
 
 KERNEL_METAPACKAGE = "linux-image-cloud-amd64"
-USERLAND_PACKAGES = ("busybox-static", "dropbear-bin", "openssh-sftp-server")
-LIBRARY_SOURCES = ("dropbear-bin", "openssh-sftp-server")
+USERLAND_PACKAGES = ("busybox-static", "dropbear-bin", "openssh-sftp-server", "qemu-guest-agent")
+LIBRARY_SOURCES = ("dropbear-bin", "openssh-sftp-server", "qemu-guest-agent")
 """Packages whose library dependencies (and theirs) are downloaded for the ELF closure."""
 
-GUEST_BINARIES = ("/usr/sbin/dropbear", "/usr/lib/openssh/sftp-server")
+GUEST_BINARIES = ("/usr/sbin/dropbear", "/usr/lib/openssh/sftp-server", "/usr/sbin/qemu-ga")
 """Dynamically linked programs copied into the guest with their libraries and loader."""
 
 REQUIRED_MODULES = (
@@ -93,6 +93,8 @@ mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
 echo on > /proc/sys/kernel/printk_devkmsg
 hostname -F /etc/hostname
 syslogd -C256 2>/dev/null || syslogd
+# Kernel events from here on (virtio-serial ports: the guest agent's channel).
+uevent /usr/bin/virtlib-uevent >/dev/null 2>&1 &
 while read -r module; do
     insmod "/lib/modules/$module.ko" || echo "rcS: cannot load module $module" >&2
 done < /etc/modules
@@ -114,6 +116,24 @@ dropbear "$@" -p 22 -P /run/dropbear.pid
 # For the telnet and nc shell clients (reachable only through forwards a test asks for):
 telnetd -p 23 -l /bin/login
 nc -ll -p 2323 -e /usr/bin/virtlib-nc-shell &
+"""
+
+UEVENT = r"""#!/bin/sh
+# Run by busybox uevent for each kernel event.  A virtio-serial port gets the link udev
+# would make (/dev/virtio-ports/NAME, once the host has named it: a "change" event), and
+# the QEMU guest agent starts on its channel.
+[ "$SUBSYSTEM" = virtio-ports ] || exit 0
+case "$ACTION" in add|change) ;; *) exit 0 ;; esac
+port=${DEVPATH##*/}
+name=$(cat "/sys$DEVPATH/name" 2>/dev/null)
+[ -n "$name" ] || exit 0
+mkdir -p /dev/virtio-ports
+ln -sf "../$port" "/dev/virtio-ports/$name"
+if [ "$name" = org.qemu.guest_agent.0 ] && mkdir /run/qemu-ga.started 2>/dev/null; then
+    qemu-ga -d -m virtio-serial -p "/dev/virtio-ports/$name" -t /run \
+        -f /run/qemu-ga.pid -l /var/log/qemu-ga.log
+fi
+exit 0
 """
 
 NC_SHELL = """#!/bin/sh
@@ -226,6 +246,7 @@ STATIC_FILES = (
     RecipeFile("/etc/acpi/PWRF/00000080", POWER_BUTTON, 0o755),
     RecipeFile("/usr/bin/virtlib-oops", OOPS, 0o755),
     RecipeFile("/usr/bin/virtlib-nc-shell", NC_SHELL, 0o755),
+    RecipeFile("/usr/bin/virtlib-uevent", UEVENT, 0o755),
     RecipeFile("/etc/hostname", HOSTNAME + "\n"),
     RecipeFile("/etc/hosts", f"127.0.0.1\tlocalhost\n127.0.1.1\t{HOSTNAME}\n::1\tlocalhost\n"),
     RecipeFile("/etc/group", "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n"),
