@@ -131,8 +131,9 @@ class LoginSpec:
 
     username: str = "root"
     password: str = field(default="", repr=False)
-    shell_prompt: str = r"[\#\$]\s*$"
-    """Anchored: the echo of ``root@host:~# echo $?`` must not look like a prompt."""
+    shell_prompt: str = r"(?<![#$])[#$]\s*$"
+    """Anchored (the echo of ``root@host:~# echo $?`` is no prompt), and one ``#`` or ``$``
+    only: a console banner line of ``####`` (cloud-init prints them) is no prompt either."""
     linesep: str = "\n"
     status_test_command: str = "echo $?"
     shell_client: str = "ssh"

@@ -234,6 +234,13 @@ class FakeGuest:
         if cmd.startswith("sleep "):
             self.state = "hung"  # no prompt until Ctrl+C
             return
+        if cmd == "chatter":  # cloud-init's banner lands on the console mid-command
+            self.emit("<14>Dec  1 20:02:13 cloud-init: ##########################\r\n")
+            self._stopping.wait(0.3)
+            self.emit("status: done\r\n")
+            self.status = 0
+            self.emit(self.prompt)
+            return
         output, status = self._run_command(cmd)
         self.emit(output)
         self.status = status

@@ -74,3 +74,26 @@ def test_output_keeps_no_prompt_echo_or_escape(debian: tuple[FakeGuest, ShellSes
     output = session.cmd("cat /etc/os-release")
     assert output.startswith('NAME="Virtlib Linux"')
     assert "\x1b" not in output and DEBIAN_HOSTNAME not in output
+
+
+def test_a_banner_of_hashes_on_the_console_is_no_prompt(
+    debian: tuple[FakeGuest, ShellSession],
+) -> None:
+    _, session = debian
+    console_login(session, USERNAME, PASSWORD, DEFAULT_PROMPT, timeout=5)
+    output = session.cmd("chatter")
+    assert output.endswith("status: done\n") and "####" in output
+    assert session.cmd("echo next") == "next\n"  # still in step
+
+
+def test_a_console_line_after_the_status_does_not_hide_it() -> None:
+    buffer = ConsoleBuffer()
+    replies = {
+        b"true\n": b"true\r\nroot@vm:~# ",
+        b"echo $?\n": b"echo $?\r\n0\r\n[  163.3] cloud-init[387]: up 163 s\r\nroot@vm:~# ",
+    }
+    session = ShellSession(
+        BufferSpawn(buffer, lambda data: buffer.append(replies[bytes(data)])),
+        prompt=DEFAULT_PROMPT,
+    )
+    assert session.cmd_status_output("true") == (0, "")

@@ -45,7 +45,7 @@ from virtlib.guest.builder import (
 )
 from virtlib.guest.image import GuestBuildError
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 FLAVOR = "debian"
 SUITE = "bookworm"
 KERNEL_METAPACKAGE = "linux-image-cloud-amd64"
@@ -92,8 +92,9 @@ CLOUD_CFG = """\
 # virtlib's Debian guest: only the NoCloud seed (a CD-ROM labelled cidata) is
 # looked for, so no network datasource is ever probed.
 datasource_list: [ NoCloud, None ]
-# No locales are installed (C.UTF-8 is built in); no grub-pc debconf to set.
-locale: false
+# No locales are installed: C.UTF-8 is built in (and /etc/default/locale says so, so
+# nothing is generated); no grub-pc debconf to set.
+locale: C.UTF-8
 grub_dpkg:
   enabled: false
 """
@@ -270,7 +271,9 @@ def root_uuid(key: str) -> str:
 # --- building ---------------------------------------------------------------------------
 
 
-def _mmdebstrap(root: Path, sources: Path, log: Log) -> None:
+def _mmdebstrap(root: Path, sources: Path, etc: Path, log: Log) -> None:
+    """Install the packages; ``etc`` (fstab) is in place before the kernel's initramfs is
+    made, so that it carries fsck for the root file system."""
     argv: list[str | os.PathLike[str]] = [
         "mmdebstrap",
         "--variant=minbase",
@@ -280,6 +283,9 @@ def _mmdebstrap(root: Path, sources: Path, log: Log) -> None:
         '--aptopt=Acquire::Check-Valid-Until "false"',
         *(f"--dpkgopt={option}" for option in DPKG_OPTIONS),
         f"--include={','.join([KERNEL_METAPACKAGE, *PACKAGES])}",
+        # mmdebstrap's own copy command (no shell): after the Essential packages, before
+        # the kernel's initramfs.
+        f"--essential-hook=copy-in {etc / 'fstab'} /etc",
         SUITE,
         root,
         sources,
@@ -308,6 +314,7 @@ def customize(root: Path, fs_uuid: str) -> str:
     (root / "etc" / "hostname").write_text(HOSTNAME + "\n")
     (root / "etc" / "fstab").write_text(FSTAB.format(uuid=fs_uuid))
     (root / "etc" / "cloud" / "cloud.cfg.d" / "90_virtlib.cfg").write_text(CLOUD_CFG)
+    (root / "etc" / "default" / "locale").write_text("LANG=C.UTF-8\n")
     for leftover in (root / "etc" / "apt" / "sources.list.d").glob("*.sources"):
         leftover.rename(leftover.with_name("debian.sources"))
     bootdisk.install_grub_files(
@@ -330,8 +337,11 @@ def build_image(dest: Path, key: str, versions: dict[str, str], log: Log) -> dic
         sources.write_text(host_sources())
         root = work / "root"
         root.mkdir()
-        _mmdebstrap(root, sources, log)
         fs_uuid = root_uuid(key)
+        etc = work / "etc"
+        etc.mkdir()
+        (etc / "fstab").write_text(FSTAB.format(uuid=fs_uuid))
+        _mmdebstrap(root, sources, etc, log)
         release = customize(root, fs_uuid)
         raw = work / "disk.raw"
         log("writing the disk: MBR, GRUB, ext4 from the tree")
