@@ -99,6 +99,10 @@ def test_boots_from_its_own_disk_through_cloud_init(debian_vm: virtlib.BaseVM) -
     # Its first boot: the seed's instance id, the NIC where images made for QEMU expect it.
     assert debian_vm.instance in serial.cmd("cloud-init query instance_id")
     assert "ens3" in serial.cmd("ip -o link show")
+    boot_log = serial.get_output()
+    assert "Booting `Debian GNU/Linux 12'" in boot_log  # GRUB's menu entry
+    assert "Invalid cloud-config" not in boot_log  # the image's and virtlib's configuration
+    assert "fsck not present" not in boot_log
 
 
 def test_serial_commands_have_their_status_and_output(debian_vm: virtlib.BaseVM) -> None:

@@ -112,6 +112,11 @@ menuentry 'Debian GNU/Linux 12' {{
 }}
 """
 FSTAB = "UUID={uuid}\t/\text4\terrors=remount-ro\t0\t1\n"
+INITRAMFS_CONF = """\
+# virtlib's Debian guest: the root file system is ext4.  Said here, the initramfs gets
+# fsck.ext4 (initramfs-tools cannot probe a root device that does not exist yet).
+FSTYPE=ext4
+"""
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,7 @@ def recipe_description() -> dict[str, object]:
         "cloud_cfg": CLOUD_CFG,
         "grub_cfg": GRUB_CFG,
         "fstab": FSTAB,
+        "initramfs_conf": INITRAMFS_CONF,
         "core_modules": list(bootdisk.CORE_MODULES),
         "early_config": bootdisk.early_config("UUID"),
     }
@@ -271,9 +277,9 @@ def root_uuid(key: str) -> str:
 # --- building ---------------------------------------------------------------------------
 
 
-def _mmdebstrap(root: Path, sources: Path, etc: Path, log: Log) -> None:
-    """Install the packages; ``etc`` (fstab) is in place before the kernel's initramfs is
-    made, so that it carries fsck for the root file system."""
+def _mmdebstrap(root: Path, sources: Path, initramfs_conf: Path, log: Log) -> None:
+    """Install the packages; ``initramfs_conf`` (a tree for /etc/initramfs-tools) is in
+    place before the kernel's initramfs is made."""
     argv: list[str | os.PathLike[str]] = [
         "mmdebstrap",
         "--variant=minbase",
@@ -285,7 +291,7 @@ def _mmdebstrap(root: Path, sources: Path, etc: Path, log: Log) -> None:
         f"--include={','.join([KERNEL_METAPACKAGE, *PACKAGES])}",
         # mmdebstrap's own copy command (no shell): after the Essential packages, before
         # the kernel's initramfs.
-        f"--essential-hook=copy-in {etc / 'fstab'} /etc",
+        f"--essential-hook=copy-in {initramfs_conf} /etc",
         SUITE,
         root,
         sources,
@@ -338,10 +344,10 @@ def build_image(dest: Path, key: str, versions: dict[str, str], log: Log) -> dic
         root = work / "root"
         root.mkdir()
         fs_uuid = root_uuid(key)
-        etc = work / "etc"
-        etc.mkdir()
-        (etc / "fstab").write_text(FSTAB.format(uuid=fs_uuid))
-        _mmdebstrap(root, sources, etc, log)
+        conf = work / "initramfs-tools"
+        (conf / "conf.d").mkdir(parents=True)
+        (conf / "conf.d" / "virtlib-root").write_text(INITRAMFS_CONF)
+        _mmdebstrap(root, sources, conf, log)
         release = customize(root, fs_uuid)
         raw = work / "disk.raw"
         log("writing the disk: MBR, GRUB, ext4 from the tree")
