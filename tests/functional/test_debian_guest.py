@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 from functional_support import VMFactory, domain_names
 
 import virtlib
+from virtlib import media
 from virtlib.backends.libvirt.domain import LibvirtVM
 from virtlib.guest.debian import DebianImage, ensure_debian_guest
 from virtlib.pytest_plugin import PLAN
@@ -176,14 +178,15 @@ def test_two_vms_from_one_base_and_nothing_left(
         first_ssh.close()
         second_ssh.close()
     workdir = second.workdir
-    media_dir = workdir / "media"
+    media_dir = media.media_dir(second.name, second.instance)
     made = sorted(p.name for p in media_dir.iterdir())
     assert made == ["cloudinit-seed.iso", "image1.overlay.qcow2"]
+    assert stat.S_IMODE(media_dir.stat().st_mode) == 0o710  # QEMU's group may only search it
 
     second.destroy()
 
     assert second.name not in domain_names(libvirt_host)
-    assert not workdir.exists()  # private dir, overlay and seed
+    assert not workdir.exists() and not media_dir.exists()  # private dir, overlay, seed
     assert sha256(debian_image.disk) == base_before
     assert debian_vm.serial_console is not None
     assert debian_vm.serial_console.cmd("cat /root/whoami") == "first\n"
