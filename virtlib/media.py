@@ -76,7 +76,8 @@ def media_dir(name: str, instance: str, base: Path | None = None) -> Path:
 
 
 def planned(spec: VMSpec, instance: str, base: Path | None = None) -> PreparedMedia:
-    """What :func:`prepare` makes (or made) for ``spec`` and ``instance``; no file is touched."""
+    """What :func:`prepare` makes (or made) for ``spec`` and ``instance``; nothing is made
+    (but the private base, when it is missing)."""
     if not needed(spec):
         return PreparedMedia()
     directory = media_dir(spec.name, instance, base)

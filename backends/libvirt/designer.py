@@ -216,14 +216,17 @@ def user_net_slots(nics: tuple[NicSpec, ...], vm: str = "") -> dict[int, int]:
     """NIC index -> PCI slot of each user-net NIC: its ``nic_pci_slot``, else the next free
     slot from FIRST_USER_NET_SLOT (3: ``ens3``, 4: ``ens4``, ...)."""
     user = [nic for nic in nics if nic.nettype == "user"]
-    chosen = {nic.index: nic.pci_slot for nic in user if nic.pci_slot}
+    chosen: dict[int, int] = {}
     for nic in user:
         slot = nic.pci_slot
-        if slot and (slot in RESERVED_SLOTS or list(chosen.values()).count(slot) > 1):
+        if not slot:
+            continue
+        if slot in RESERVED_SLOTS or slot in chosen.values():
             raise VMParamsError(
                 f"VM {vm!r}, NIC {nic.name!r}: parameter 'nic_pci_slot' = {slot:#x} is taken "
                 f"(slots 0-2 are the chipset's; each NIC needs its own)"
             )
+        chosen[nic.index] = slot
     taken = set(chosen.values()) | RESERVED_SLOTS
     slot = FIRST_USER_NET_SLOT
     for nic in user:

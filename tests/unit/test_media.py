@@ -352,6 +352,13 @@ def test_nic_pci_slot_and_restrict_are_honoured(tmp_path: Path) -> None:
     assert 8 not in slots(root).values()  # the managed devices move out of its way
 
 
+def test_two_nics_on_one_slot_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(VMParamsError, match=r"VM 'vm1', NIC 'b'.*0x5 is taken"):
+        render(tmp_path, media.PreparedMedia(), nics="a b", nic_pci_slot="5")
+    with pytest.raises(VMParamsError, match="chipset"):
+        render(tmp_path, media.PreparedMedia(), nic_pci_slot="2")
+
+
 def test_guest_agent_no_drops_the_channel_and_its_controller(tmp_path: Path) -> None:
     root = render(tmp_path, media.PreparedMedia(), guest_agent="no")
     assert root.find("devices/channel") is None
