@@ -154,3 +154,13 @@ def test_build_option_chooses_the_flavour() -> None:
     assert build_parser().parse_args(["--flavor", "debian"]).flavor == "debian"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--flavor", "fedora"])
+
+
+def test_the_virtlib_command_passes_the_flavour_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import virtlib.cli
+    import virtlib.guest.cli
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(virtlib.guest.cli, "build_command", lambda argv: seen.append(argv) or 0)
+    assert virtlib.cli.main(["guest", "build", "--flavor", "debian"]) == 0
+    assert seen == [["--flavor", "debian"]]

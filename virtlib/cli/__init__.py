@@ -77,6 +77,7 @@ def _guest_build(args: argparse.Namespace) -> int:
     rest = ["--rebuild"] if args.rebuild else []
     if args.cache_dir:
         rest += ["--cache-dir", str(args.cache_dir)]
+    rest += ["--flavor", args.flavor]
     return build_command(rest)
 
 
