@@ -3,18 +3,18 @@
 :func:`prepare` makes what one VM writes to and nobody else reads: a qcow2 overlay for
 each disk with ``image_snapshot = yes`` (its backing file and format written explicitly
 into it, so nothing is ever probed) and the NoCloud seed ISO when ``cloudinit = yes``.
-They live in the VM's private media directory, ``<private base>/<name>-<instance>.media``
-(next to its private directory, see :mod:`virtlib.workdir`): the path follows from the
-VM's name and instance id alone, so :func:`planned` tells any process (one that adopts
-the VM, one that compares designs) where they are, and they stay while the VM runs even
-when the process that made them is gone.  :func:`remove` deletes them.  The base images
-are opened read-only through the overlays and never written, so one base serves any
-number of VMs at once (avocado-vt's ``image_snapshot``).
+They live in the VM's private media directory, ``<private base>-media/<name>-<instance>``
+(beside the private base of :mod:`virtlib.workdir`, which stays closed to QEMU).  The
+path follows from the VM's name and instance id alone, so :func:`planned` tells any
+process (one that adopts the VM, one that compares designs) where they are, and they stay
+while the VM runs even when the process that made them is gone.  :func:`remove` deletes
+them.  The base images are opened read-only through the overlays and never written, so
+one base serves any number of VMs at once (avocado-vt's ``image_snapshot``).
 
 libvirt's QEMU runs as its own user (``libvirt-qemu`` on Debian, ``qemu`` on Fedora):
 libvirt hands it the overlay and the seed (it changes their owner while the VM runs),
 but QEMU must also be able to walk to them.  The directories stay closed to everyone
-else: the private base and the media directory get that user's group with search
+else: the media base and each media directory get that user's group with search
 permission only (mode 0710), never read permission.  Base images are not relabelled
 by libvirt (they are shared): they must be readable by QEMU as they are, e.g.
 world-readable like virtlib's own.
@@ -37,11 +37,11 @@ from virtlib import cloudinit
 from virtlib.errors import VMError, VMImageMissingError, VMParamsError
 from virtlib.images import create_overlay
 from virtlib.spec import VMSpec
-from virtlib.workdir import private_base, safe_name
+from virtlib.workdir import default_base, private_base, safe_name
 
 log = logging.getLogger(__name__)
 
-MEDIA_SUFFIX = ".media"
+MEDIA_BASE_SUFFIX = "-media"
 SEED_FILE = "cloudinit-seed.iso"
 OVERLAY_FORMAT = "qcow2"
 QEMU_GROUPS = ("libvirt-qemu", "qemu")
@@ -70,14 +70,21 @@ class PreparedMedia:
     """The cloud-init seed ISO (attach it as a read-only CD-ROM)."""
 
 
+def media_base(base: Path | None = None) -> Path:
+    """``<private base>-media`` (made like the private base: ours, a directory, closed)."""
+    private = base or default_base()
+    return private_base(private.with_name(private.name + MEDIA_BASE_SUFFIX))
+
+
 def media_dir(name: str, instance: str, base: Path | None = None) -> Path:
-    """The media directory of the VM ``name`` with ``instance`` (it may not exist)."""
-    return private_base(base) / f"{safe_name(name)}-{instance}{MEDIA_SUFFIX}"
+    """The media directory of the VM ``name`` with ``instance`` (it may not exist);
+    ``base`` is the private base it goes beside (default: virtlib.workdir's)."""
+    return media_base(base) / f"{safe_name(name)}-{instance}"
 
 
 def planned(spec: VMSpec, instance: str, base: Path | None = None) -> PreparedMedia:
     """What :func:`prepare` makes (or made) for ``spec`` and ``instance``; nothing is made
-    (but the private base, when it is missing)."""
+    (but the media base, when it is missing)."""
     if not needed(spec):
         return PreparedMedia()
     directory = media_dir(spec.name, instance, base)

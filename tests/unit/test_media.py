@@ -200,7 +200,8 @@ def test_prepare_makes_overlay_and_seed_and_cleanup_removes_them(
     spec = spec_of(tmp_path, **cloud_image_params())
     made = media.prepare(spec, "inst-1", run)
     assert made == media.planned(spec, "inst-1", run)  # the paths follow from name + instance
-    assert made.directory == run / "vm1-inst-1.media"
+    assert made.directory == tmp_path / "run-media" / "vm1-inst-1"
+    assert not run.exists()  # the private base is not QEMU's business
     overlay = made.overlays["disk1"]
     assert overlay.path.parent == made.directory and overlay.base == base
     info = json.loads(
@@ -241,7 +242,7 @@ def test_missing_base_leaves_nothing(tmp_path: Path) -> None:
     spec = spec_of(tmp_path, **cloud_image_params())
     with pytest.raises(VMImageMissingError):
         media.prepare(spec, "i", tmp_path / "run")
-    assert list((tmp_path / "run").iterdir()) == []
+    assert list((tmp_path / "run-media").iterdir()) == []
 
 
 @needs_qemu_img
@@ -253,7 +254,7 @@ def test_a_failed_seed_removes_the_overlay_too(
     spec = spec_of(tmp_path, **cloud_image_params(cloudinit_ssh_authorized_keys="none.pub"))
     with pytest.raises(VMParamsError, match=r"none\.pub"):
         media.prepare(spec, "i", tmp_path / "run")
-    assert list((tmp_path / "run").iterdir()) == []
+    assert list((tmp_path / "run-media").iterdir()) == []
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or media.qemu_group() is None, reason="root + libvirt")
