@@ -97,3 +97,19 @@ def test_a_console_line_after_the_status_does_not_hide_it() -> None:
         prompt=DEFAULT_PROMPT,
     )
     assert session.cmd_status_output("true") == (0, "")
+
+
+def test_a_long_command_wrapped_by_readline_is_still_its_echo() -> None:
+    """readline on an 80-column serial terminal wraps the echo with " \\r"."""
+    command = "echo " + "x" * 150
+    wrapped = (command[:75] + " \r" + command[75:]).encode()
+    buffer = ConsoleBuffer()
+    replies = {
+        (command + "\n").encode(): wrapped + b"\r\n" + b"x" * 150 + b"\r\nroot@vm:~# ",
+        b"echo $?\n": b"echo $?\r\n0\r\nroot@vm:~# ",
+    }
+    session = ShellSession(
+        BufferSpawn(buffer, lambda data: buffer.append(replies[bytes(data)])),
+        prompt=DEFAULT_PROMPT,
+    )
+    assert session.cmd(command) == "x" * 150 + "\n"

@@ -619,14 +619,23 @@ def _as_list(patterns: Sequence[str] | str) -> list[str]:
 
 
 def strip_echo_and_prompt(text: str, cmd: str) -> str:
-    """Drop the echoed command line (if the terminal echoed it) and the final prompt line."""
+    """Drop the echoed command line (if the terminal echoed it) and the final prompt line.
+
+    The echo is compared without whitespace: on a terminal of 80 columns (a serial
+    console) readline wraps a long command line with a space and a carriage return.
+    """
     lines = clean_text(text).split("\n")
     while lines and not lines[-1].strip():
         lines.pop()
     if lines:
         lines.pop()  # the prompt
-    if (lines and cmd.strip() and lines[0].rstrip().endswith(cmd.strip())) or (
+    if (lines and cmd.strip() and _squeezed(lines[0]).endswith(_squeezed(cmd))) or (
         lines and not cmd.strip() and not lines[0].strip()
     ):
         lines.pop(0)
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _squeezed(text: str) -> str:
+    """``text`` without any whitespace."""
+    return "".join(text.split())
