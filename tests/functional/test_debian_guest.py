@@ -30,7 +30,7 @@ from virtlib.pytest_plugin import PLAN
 
 pytestmark = pytest.mark.xdist_group("debian-guest")  # one boot with --dist loadgroup
 
-BOOT_TIMEOUT = 300
+BOOT_TIMEOUT = 480  # a loaded 2-core machine took 210 s to a quiet console
 
 
 @pytest.fixture(scope="session")
