@@ -746,10 +746,16 @@ class BaseVM(abc.ABC):
         dest_host: str = "localhost",
         remote_port: int | None = None,
         progress: Callable[[MigrationProgress], None] | None = None,
+        p2p: bool = False,
+        tunnelled: bool = False,
     ) -> MigrationResult:
         """Migrate the VM; afterwards this object refers to the VM at its destination.
 
         ``progress`` (virtlib's addition) is called with each look at the running job.
+        ``p2p`` and ``tunnelled`` (virsh's ``--p2p`` and ``--tunnelled``, virtlib's
+        additions): the source host drives the migration itself, opening the
+        destination URI from there; ``tunnelled`` (peer-to-peer too) sends the data
+        inside that connection instead of QEMU to QEMU.
 
         :raises VMMigrateTimeoutError, VMMigrateCancelError, VMMigrateFailedError,
             VMMigrateProtoUnsupportedError, VMMigrateStateMismatchError

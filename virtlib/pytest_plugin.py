@@ -3,7 +3,7 @@
 Options: ``--virtlib-uri URI`` (repeatable; default ``qemu:///system``),
 ``--virtlib-spread worker|round-robin``, ``--virtlib-params FILE`` and
 ``--virtlib-require``.  Fixtures: ``libvirt_host``, ``virtlib_params``,
-``vm_factory``, ``vm`` and ``second_host``.  The marker ``virtlib`` skips a
+``vm_factory``, ``vm``, ``second_host`` and ``networked_host``.  The marker ``virtlib`` skips a
 test (with the reason) when its hypervisor does not answer; tests using the
 fixtures get it automatically.  With ``--virtlib-require`` those skips are
 errors.
@@ -299,14 +299,28 @@ def vm(vm_factory: VMFactory) -> BaseVM:
 @pytest.fixture(scope="session")
 def second_host(pytestconfig: pytest.Config) -> Iterator[SecondHost]:
     """A second libvirtd on this machine (virtlib.secondhost), stopped at the session's end."""
-    plan = pytestconfig.stash[PLAN]
+    yield from _second_host(pytestconfig.stash[PLAN], network=False)
+
+
+@pytest.fixture(scope="session")
+def networked_host(pytestconfig: pytest.Config) -> Iterator[SecondHost]:
+    """A second libvirt host with a network of its own (a network namespace, its own sshd),
+    reached over SSH at ``networked_host.uri`` as a remote host is; stopped at the end."""
+    yield from _second_host(pytestconfig.stash[PLAN], network=True)
+
+
+def _second_host(plan: Plan, network: bool) -> Iterator[SecondHost]:
     if os.geteuid() != 0:
         plan.unavailable("a second libvirt host needs root (mount namespaces)")
-    if shutil.which("unshare") is None:
-        plan.unavailable("a second libvirt host needs unshare(1) (util-linux)")
+    needs = {"unshare": "util-linux"}
+    if network:
+        needs |= {"ip": "iproute2", "sshd": "openssh-server", "ssh-keygen": "openssh-client"}
+    for tool, package in needs.items():
+        if shutil.which(tool, path=f"{os.environ.get('PATH', '')}:/usr/sbin") is None:
+            plan.unavailable(f"a second libvirt host needs {tool} ({package}; scripts/setup-host)")
     from virtlib.secondhost import SecondHost
 
-    host = SecondHost.start()
+    host = SecondHost.start(network=network)
     try:
         yield host
     finally:
