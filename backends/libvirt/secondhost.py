@@ -48,6 +48,7 @@ from virtlib.backends.libvirt.host import Host, probe
 from virtlib.backends.libvirt.netns import NetworkLink
 from virtlib.backends.libvirt.sshd import SshFiles
 from virtlib.errors import VMError
+from virtlib.sessions import tunnel
 from virtlib.waiting import wait_for
 
 log = logging.getLogger(__name__)
@@ -239,6 +240,7 @@ class SecondHost:
             self._destroy_domains()
         for uri in {self.local_uri, self.uri}:
             Host.discard(uri)  # its daemon goes away on purpose: no reconnect attempts
+            tunnel.forget(uri)  # nor SSH connections to reach its guests
         for daemon in ("sshd", "libvirtd", "virtlogd"):
             self._end(daemon)
         try:
