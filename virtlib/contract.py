@@ -538,9 +538,11 @@ class BaseVM(abc.ABC):
         password: str | None = None,
     ) -> transfer.Target:
         login = self.spec.login
+        where = self.guest_route(login.file_transfer_port, nic_index)
         return transfer.Target(
-            host=self.get_address(nic_index),
-            port=self.get_port(login.file_transfer_port, nic_index),
+            host=where.host,
+            port=where.port,
+            via=where.via,
             username=username or login.username,
             password=password or login.password,
             known_hosts=self.known_hosts_file(),

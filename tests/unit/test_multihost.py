@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 import ipaddress
+import shlex
 import stat
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +17,8 @@ from virtlib.backends.libvirt import migration
 from virtlib.backends.libvirt.netns import RANGE, SLOTS, NetworkLink
 from virtlib.backends.libvirt.sshd import SshFiles
 from virtlib.errors import VMMigrateProtoUnsupportedError, VMParamsError
+from virtlib.sessions import tunnel
+from virtlib.transfer.sshproc import Endpoint, ssh_argv
 
 BENCHMARK = ipaddress.ip_network("198.18.0.0/15")
 PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
@@ -144,3 +148,94 @@ def test_params_leave_out_what_a_mode_does_not_use() -> None:
     direct = migration._migration_params(vm, "<domain/>", "tcp://198.18.0.6", "198.18.0.6", [])
     assert direct[libvirt.VIR_MIGRATE_PARAM_URI] == "tcp://198.18.0.6"
     assert direct[libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS] == "198.18.0.6"
+
+
+# --- reaching guests through their hypervisor host --------------------------------------------
+@pytest.mark.parametrize(
+    "uri", ["qemu:///system", "qemu+unix:///system?socket=/s", "qemu+ssh://localhost/system"]
+)
+def test_guests_of_this_machine_are_reached_directly(uri: str) -> None:
+    assert tunnel.route(uri, "127.0.0.1", 2222).via is None
+
+
+def test_a_libssh2_uri_names_the_host_its_key_and_known_hosts() -> None:
+    uri = (
+        "qemu+libssh2://root@198.18.0.6:2200/system?keyfile=/k/id&known_hosts=/k/kh&sshauth=privkey"
+    )
+    where = tunnel.route(uri, "127.0.0.1", 2222, "vm1")
+    assert (where.host, where.port) == ("127.0.0.1", 2222)
+    assert where.via == tunnel.JumpHost(
+        uri, "198.18.0.6", 2200, "root", Path("/k/id"), Path("/k/kh"), accept_new=False
+    )
+    auto = tunnel.JumpHost.of(uri + "&known_hosts_verify=auto")
+    assert auto is not None and auto.accept_new
+
+
+def test_an_ssh_uri_without_a_user_is_the_current_user_on_port_22(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/config
+    jump = tunnel.JumpHost.of("qemu+ssh://hv2.lab/system")
+    assert jump is not None
+    assert (jump.hostname, jump.port, jump.keyfile, jump.known_hosts) == ("hv2.lab", 22, None, None)
+    assert jump.username == getpass.getuser()
+
+
+def test_an_ssh_uri_follows_the_users_ssh_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text(
+        "Host hv2\n  HostName 198.18.0.10\n  User lab\n  Port 2022\n"
+        "  IdentityFile ~/.ssh/lab_key\n  UserKnownHostsFile ~/.ssh/lab_hosts\n"
+    )
+    jump = tunnel.JumpHost.of("qemu+ssh://hv2/system")
+    assert jump is not None
+    assert (jump.hostname, jump.port, jump.username) == ("198.18.0.10", 2022, "lab")
+    assert jump.keyfile == tmp_path / ".ssh" / "lab_key"
+    assert jump.known_hosts == tmp_path / ".ssh" / "lab_hosts"
+
+
+def test_addresses_off_the_loopback_are_reached_directly() -> None:
+    assert tunnel.route("qemu+tls://hv2/system", "192.0.2.50", 22).via is None
+
+
+@pytest.mark.parametrize(
+    ("uri", "transport"),
+    [("qemu+tcp://hv2/system", "tcp"), ("qemu+tls://hv2/system", "tls"),
+     ("qemu://hv2/system", "tls")],
+)  # fmt: skip
+def test_other_remote_transports_say_what_is_needed(uri: str, transport: str) -> None:
+    with pytest.raises(tunnel.GuestRouteError) as raised:
+        tunnel.route(uri, "127.0.0.1", 2222, "vm1")
+    text = str(raised.value)
+    assert "'vm1'" in text and uri in text and f"{transport!r} transport" in text
+    assert "qemu+ssh://" in text and "nettype = bridge" in text
+
+
+def test_host_keys_are_always_checked() -> None:
+    with pytest.raises(VMParamsError, match="known_hosts_verify='ignore'"):
+        tunnel.JumpHost.of("qemu+libssh2://root@hv2/system?known_hosts_verify=ignore", "vm1")
+
+
+def test_copies_go_through_the_host_with_openssh_and_the_same_checks() -> None:
+    jump = tunnel.JumpHost.of(
+        "qemu+libssh2://root@198.18.0.6/system?keyfile=/k/id%25x&known_hosts=/k/kh"
+    )
+    assert jump is not None
+    argv = tunnel.proxy_argv(jump, "127.0.0.1", 2222, 10)
+    options = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "-o")
+    assert options["StrictHostKeyChecking"] == "yes"
+    assert options["UserKnownHostsFile"] == "/k/kh"
+    assert options["GlobalKnownHostsFile"] == "/dev/null"
+    assert options["BatchMode"] == "yes"  # never a password prompt, never the copy's askpass
+    assert argv[argv.index("-i") + 1] == "/k/id%x"
+    assert argv[-4:] == ["-W", "127.0.0.1:2222", "--", "198.18.0.6"]
+
+    endpoint = Endpoint("127.0.0.1", 2222, "root", "pw", Path("/vm/kh"), "strict", 10, tuple(argv))
+    outer = ssh_argv(endpoint)
+    proxy = next(a for a in outer if a.startswith("ProxyCommand="))
+    assert shlex.split(proxy.removeprefix("ProxyCommand=").replace("%%", "%")) == argv
+    assert "%%x" in proxy  # ssh expands %-tokens in a ProxyCommand: the % is escaped
+    assert "pw" not in " ".join(outer)

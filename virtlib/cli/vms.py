@@ -111,7 +111,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 # --- list / info ------------------------------------------------------------------------------
 def _uris(args: argparse.Namespace, store: StateStore) -> list[str]:
-    uris = list(args.uri_list or []) or [DEFAULT_URI]
+    uris = [*(args.uri_list or []), *(getattr(args, "uris", None) or [])] or [DEFAULT_URI]
     uris += [r.uri for r in store.records()]
     return list(dict.fromkeys(uris))
 

@@ -168,6 +168,45 @@ def _is_loopback(host: str) -> bool:
     return host in LOOPBACK_NAMES or host.startswith("127.")
 
 
+# --- OpenSSH through the host (file copies run OpenSSH's ssh) -------------------------------
+def proxy_argv(jump: JumpHost, host: str, port: int, timeout: float) -> list[str]:
+    """OpenSSH's ``ssh -W host:port`` through ``jump``: the ProxyCommand of a copy's ssh.
+
+    The same host, user, key and host-key checks as the shared connection; keys only
+    (``BatchMode``: it never asks for a password, nor reads the copy's askpass).
+    """
+    if jump.known_hosts is not None:
+        known = {"UserKnownHostsFile": str(jump.known_hosts), "GlobalKnownHostsFile": "/dev/null"}
+    else:
+        known = {}  # OpenSSH's own: ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts
+    strict = "accept-new" if jump.accept_new and jump.known_hosts is not None else "yes"
+    keys = {"IdentitiesOnly": "yes", "IdentityAgent": "none"} if jump.keyfile else {}
+    options = {
+        **known,
+        **keys,
+        "StrictHostKeyChecking": strict,
+        "BatchMode": "yes",
+        "ConnectTimeout": str(max(1, round(min(timeout, CONNECT_TIMEOUT)))),
+        "ServerAliveInterval": str(KEEPALIVE_S),
+        "ControlMaster": "no",
+        "ControlPath": "none",
+        "LogLevel": "ERROR",
+    }
+    argv = ["ssh", "-F", "/dev/null", "-T", "-x", "-a"]
+    for key, value in options.items():
+        argv += ["-o", f"{key}={value}"]
+    if jump.keyfile is not None:
+        argv += ["-i", str(jump.keyfile)]
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return [*argv, "-p", str(jump.port), "-l", jump.username, "-W", target, "--", jump.hostname]
+
+
+def ensure_reachable(jump: JumpHost, timeout: float) -> None:
+    """Connect to ``jump`` (once per process) so that a refused or unknown host fails here
+    with a clear LoginError, before a copy's ssh would say less."""
+    _client(jump, timeout)
+
+
 # --- the shared SSH connections to hypervisor hosts ------------------------------------------
 _clients: dict[JumpHost, paramiko.SSHClient] = {}
 _locks: dict[JumpHost, threading.Lock] = {}
