@@ -16,6 +16,7 @@ from functional_support import VMFactory, domain_names
 import virtlib
 from virtlib.secondhost import SecondHost
 from virtlib.sessions import tunnel
+from virtlib.textutil import random_string
 
 VIRTLIB = str(Path(sys.executable).parent / "virtlib")
 
@@ -108,3 +109,21 @@ def test_a_hypervisor_host_with_another_key_is_refused(
             tunnel.open_channel(jump, "127.0.0.1", 22, timeout=10)
     finally:
         tunnel.forget(uri)
+
+
+def test_the_cli_migrates_tunnelled_there_and_back(
+    networked_host: SecondHost, libvirt_uri: str, tmp_path: Path
+) -> None:
+    name = f"hm-cli-{random_string(5)}"
+    cli(tmp_path, "up", name, "--set", "mem=256")
+    try:
+        there = ["--to", networked_host.uri, "--tunnelled", "--json"]
+        moved = json.loads(cli(tmp_path, "migrate", name, *there).stdout)
+        assert moved["uri"] == networked_host.uri
+        assert cli(tmp_path, "exec", name, "--", "echo", "there").stdout == "there\n"
+        back = ["--to", libvirt_uri, "--dest-host", networked_host.peer_address or "", "--json"]
+        assert json.loads(cli(tmp_path, "migrate", name, *back).stdout)["uri"] == libvirt_uri
+        assert cli(tmp_path, "exec", name, "--", "echo", "back").stdout == "back\n"
+    finally:
+        cli(tmp_path, "destroy", name, "--force")
+    assert name not in domain_names(libvirt_uri) | domain_names(networked_host.uri)
