@@ -11,6 +11,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from virtlib.backends.libvirt.netns import NetworkLink
 from virtlib.backends.libvirt.sshd import SshFiles
 from virtlib.secondhost import SecondHost, SecondHostError
 
@@ -49,16 +50,25 @@ def ssh_argv(host: SecondHost, known_hosts: Path, *command: str) -> list[str]:
             "-o", "GlobalKnownHostsFile=/dev/null", f"root@{host.address}", *command]  # fmt: skip
 
 
+def assert_gone(link: NetworkLink, state: Path) -> None:
+    """Nothing of a stopped host is left: namespace, pair, processes, files."""
+    assert link.namespace not in namespaces()
+    assert not {link.host_interface, link.inner_interface} & veths()
+    assert not processes_of(state)
+    assert not state.exists()
+
+
 def test_a_host_in_its_own_network_namespace_reached_over_ssh(tmp_path: Path) -> None:
-    before_ns, before_links = namespaces(), veths()
+    before_ns = namespaces()
     host = SecondHost.start(network=True)
-    state = host.state
+    state, link = host.state, host.network
     try:
-        assert host.address is not None and host.peer_address is not None and host.network
+        assert host.address is not None and host.peer_address is not None and link
         assert ipaddress.ip_address(host.address) in BENCHMARK_RANGE
         assert ipaddress.ip_address(host.peer_address) in BENCHMARK_RANGE
         assert host.uri.startswith(f"qemu+libssh2://root@{host.address}/system?")
-        assert host.network.namespace in namespaces() - before_ns
+        assert link.namespace in namespaces() - before_ns
+        assert link.host_interface in veths()
 
         # libvirt over SSH, the host key checked against the run's known_hosts.
         conn = libvirt.open(host.uri)
@@ -92,43 +102,45 @@ def test_a_host_in_its_own_network_namespace_reached_over_ssh(tmp_path: Path) ->
             libvirt.open(wrong_uri)
     finally:
         host.stop()
-    assert namespaces() == before_ns
-    assert veths() == before_links
-    assert not processes_of(state)
-    assert not state.exists()
+    assert_gone(link, state)
 
 
 def test_a_start_that_fails_half_way_leaves_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     """sshd refuses its configuration after libvirtd and virtlogd already run."""
     monkeypatch.setattr(SshFiles, "sshd_config", lambda self: "NoSuchSshdOption yes\n")
-    before_ns, before_links = namespaces(), veths()
+    made: list[NetworkLink] = []
+    create = NetworkLink.create
+
+    def recorded() -> NetworkLink:
+        made.append(create())
+        return made[-1]
+
+    monkeypatch.setattr(NetworkLink, "create", recorded)
     state = Path(tempfile.mkdtemp(prefix="virtlib-test-host-", dir="/var/tmp"))
-    with pytest.raises(SecondHostError, match="sshd"):
+    with pytest.raises(SecondHostError, match="sshd refuses its configuration"):
         SecondHost.start(state, network=True)
-    assert namespaces() == before_ns
-    assert veths() == before_links
-    assert not processes_of(state)
-    assert not state.exists()
+    [link] = made
+    assert_gone(link, state)
 
 
 def test_stop_from_another_process_finds_the_network() -> None:
     """``python -m virtlib.secondhost start --network`` / ``stop DIR``, as from a shell."""
-    before_ns = namespaces()
     state = Path(tempfile.mkdtemp(prefix="virtlib-test-host-", dir="/var/tmp"))
     module = [sys.executable, "-m", "virtlib.secondhost"]
+    link = None
     started = subprocess.run([*module, "start", "--network", str(state)], capture_output=True,
                              text=True, timeout=120, check=False, cwd="/")  # fmt: skip
     try:
         assert started.returncode == 0, started.stderr
         uri = started.stdout.strip()
         assert uri.startswith("qemu+libssh2://root@198.1")
-        assert len(namespaces() - before_ns) == 1
+        link = SecondHost.load(state).network
+        assert link is not None and link.namespace in namespaces()
         conn = libvirt.open(uri)
         conn.close()
     finally:
         stopped = subprocess.run([*module, "stop", str(state)], capture_output=True, text=True,
                                  timeout=120, check=False, cwd="/")  # fmt: skip
     assert stopped.returncode == 0, stopped.stderr
-    assert namespaces() == before_ns
-    assert not processes_of(state)
-    assert not state.exists()
+    assert link is not None
+    assert_gone(link, state)
