@@ -29,6 +29,8 @@ from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import paramiko
+
 from virtlib import sessions, transfer
 from virtlib.crashscan import KernelCrash, find_crash
 from virtlib.errors import (
@@ -51,6 +53,7 @@ from virtlib.migration import MigrationProgress, MigrationResult
 from virtlib.params import Params
 from virtlib.ports import PortPool
 from virtlib.reservations import Partition, current_partition
+from virtlib.sessions import tunnel
 from virtlib.sessions.login import LOGIN_PROMPT
 from virtlib.spec import VMSpec
 from virtlib.state import VMState
@@ -284,13 +287,12 @@ class BaseVM(abc.ABC):
         RETRY_BANNER_TIMEOUT for the SSH banner (a forward accepts while the guest is
         down) and logs quietly."""
         login = self.spec.login
-        address = self.get_address(nic_index)
-        port = self.get_port(login.shell_port, nic_index)
-        log.debug("logging into %r at %s:%s with %s", self.name, address, port, login.shell_client)
+        where = self.guest_route(login.shell_port, nic_index)
+        log.debug("logging into %r at %s with %s", self.name, where, login.shell_client)
         session = sessions.remote_login(
             client=login.shell_client,
-            host=address,
-            port=port,
+            host=where.host,
+            port=where.port,
             username=username or login.username,
             password=password or login.password,
             prompt=login.shell_prompt,
@@ -301,9 +303,49 @@ class BaseVM(abc.ABC):
             log_file=self.workdir / f"session-{self.name}-{random_string(4)}.log",
             banner_timeout=self._banner_timeout if retrying else None,
             quiet=retrying,
+            via=where.via,
         )
         session.set_status_test_command(login.status_test_command)
         return session
+
+    def guest_route(self, guest_port: int, nic_index: int = 0) -> tunnel.Route:
+        """Where this machine reaches guest port ``guest_port`` of NIC ``nic_index``: the
+        address and port, and the hypervisor host to go through when they are on that
+        host's loopback (a forwarded port of a VM on a remote SSH URI; see
+        :mod:`virtlib.sessions.tunnel`).
+
+        :raises GuestRouteError: the VM's URI is remote and not over SSH.
+        :raises VMAddressError: no address or forward for that NIC and port.
+        """
+        address = self.get_address(nic_index)
+        port = self.get_port(guest_port, nic_index)
+        return tunnel.route(self.uri, address, port, self.name)
+
+    def ssh_client(self, nic_index: int = 0, timeout: float = 10) -> paramiko.SSHClient:
+        """An authenticated paramiko SSHClient to the guest (for tools that run commands or
+        shells themselves: ``virtlib exec``, ``virtlib ssh``), through the hypervisor host
+        when needed.  Close it when done.
+
+        :raises LoginError, VMAddressError: as login().
+        """
+        login = self.spec.login
+        where = self.guest_route(login.shell_port, nic_index)
+        sock = where.open(timeout)
+        try:
+            return sessions.ssh.connect(
+                where.host,
+                where.port,
+                login.username,
+                login.password,
+                timeout,
+                self.known_hosts_file(),
+                login.host_key_policy,
+                sock=sock,
+            )
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
 
     def remote_login(
         self,
@@ -396,7 +438,7 @@ class BaseVM(abc.ABC):
                 lambda: self.login(nic_index, internal_timeout, username, password),
                 timeout,
                 retry_on=(LoginError, VMError),
-                fatal=(LoginAuthenticationError,),
+                fatal=(LoginAuthenticationError, tunnel.GuestRouteError, VMParamsError),
                 give_up=self.verify_alive if status_check else None,
                 on_error=retried,
                 initial=0.05,
@@ -496,9 +538,11 @@ class BaseVM(abc.ABC):
         password: str | None = None,
     ) -> transfer.Target:
         login = self.spec.login
+        where = self.guest_route(login.file_transfer_port, nic_index)
         return transfer.Target(
-            host=self.get_address(nic_index),
-            port=self.get_port(login.file_transfer_port, nic_index),
+            host=where.host,
+            port=where.port,
+            via=where.via,
             username=username or login.username,
             password=password or login.password,
             known_hosts=self.known_hosts_file(),
@@ -746,10 +790,16 @@ class BaseVM(abc.ABC):
         dest_host: str = "localhost",
         remote_port: int | None = None,
         progress: Callable[[MigrationProgress], None] | None = None,
+        p2p: bool = False,
+        tunnelled: bool = False,
     ) -> MigrationResult:
         """Migrate the VM; afterwards this object refers to the VM at its destination.
 
         ``progress`` (virtlib's addition) is called with each look at the running job.
+        ``p2p`` and ``tunnelled`` (virsh's ``--p2p`` and ``--tunnelled``, virtlib's
+        additions): the source host drives the migration itself, opening the
+        destination URI from there; ``tunnelled`` (peer-to-peer too) sends the data
+        inside that connection instead of QEMU to QEMU.
 
         :raises VMMigrateTimeoutError, VMMigrateCancelError, VMMigrateFailedError,
             VMMigrateProtoUnsupportedError, VMMigrateStateMismatchError

@@ -21,7 +21,7 @@ class ManagedVM:
     state: str
     uuid: str = ""
     instance: str = ""
-    ssh: str = ""  # "127.0.0.1:PORT" for a user-net forward of guest port 22
+    ssh: str = ""  # "127.0.0.1:PORT" for a user-net forward of guest port 22 (" on HOST": remote)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Options: ``--virtlib-uri URI`` (repeatable; default ``qemu:///system``),
 ``--virtlib-spread worker|round-robin``, ``--virtlib-params FILE`` and
 ``--virtlib-require``.  Fixtures: ``libvirt_host``, ``virtlib_params``,
-``vm_factory``, ``vm`` and ``second_host``.  The marker ``virtlib`` skips a
+``vm_factory``, ``vm``, ``second_host`` and ``networked_host``.  The marker ``virtlib`` skips a
 test (with the reason) when its hypervisor does not answer; tests using the
 fixtures get it automatically.  With ``--virtlib-require`` those skips are
 errors.
@@ -25,7 +25,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import pytest
 
@@ -275,6 +275,7 @@ def vm_factory(pytestconfig: pytest.Config, virtlib_params: Params) -> Iterator[
         plan.made.append(vm)
         if start:
             vm.create()
+            _count_started(pytestconfig, plan.worker.id, uri)
         return vm
 
     yield make
@@ -299,14 +300,28 @@ def vm(vm_factory: VMFactory) -> BaseVM:
 @pytest.fixture(scope="session")
 def second_host(pytestconfig: pytest.Config) -> Iterator[SecondHost]:
     """A second libvirtd on this machine (virtlib.secondhost), stopped at the session's end."""
-    plan = pytestconfig.stash[PLAN]
+    yield from _second_host(pytestconfig.stash[PLAN], network=False)
+
+
+@pytest.fixture(scope="session")
+def networked_host(pytestconfig: pytest.Config) -> Iterator[SecondHost]:
+    """A second libvirt host with a network of its own (a network namespace, its own sshd),
+    reached over SSH at ``networked_host.uri`` as a remote host is; stopped at the end."""
+    yield from _second_host(pytestconfig.stash[PLAN], network=True)
+
+
+def _second_host(plan: Plan, network: bool) -> Iterator[SecondHost]:
     if os.geteuid() != 0:
         plan.unavailable("a second libvirt host needs root (mount namespaces)")
-    if shutil.which("unshare") is None:
-        plan.unavailable("a second libvirt host needs unshare(1) (util-linux)")
+    needs = {"unshare": "util-linux"}
+    if network:
+        needs |= {"ip": "iproute2", "sshd": "openssh-server", "ssh-keygen": "openssh-client"}
+    for tool, package in needs.items():
+        if shutil.which(tool, path=f"{os.environ.get('PATH', '')}:/usr/sbin") is None:
+            plan.unavailable(f"a second libvirt host needs {tool} ({package}; scripts/setup-host)")
     from virtlib.secondhost import SecondHost
 
-    host = SecondHost.start()
+    host = SecondHost.start(network=network)
     try:
         yield host
     finally:
@@ -324,3 +339,41 @@ def _virtlib_no_domains_left(pytestconfig: pytest.Config) -> Iterator[None]:
             + ", ".join(left),
             pytrace=False,
         )
+
+
+# --- where the VMs ran: a section of the terminal summary -------------------------------------
+#: (worker, URI) -> VMs started there by ``vm_factory``; xdist workers send theirs to the
+#: controller (``workeroutput``), which prints them all.
+STARTED = pytest.StashKey[dict[str, dict[str, int]]]()
+
+
+def _count_started(config: pytest.Config, worker: str, uri: str, count: int = 1) -> None:
+    per_worker = config.stash.setdefault(STARTED, {}).setdefault(worker, {})
+    per_worker[uri] = per_worker.get(uri, 0) + count
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["virtlib_started"] = session.config.stash.get(STARTED, {})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """xdist (controller): merge what a worker started into this process's counts."""
+    started = getattr(node, "workeroutput", {}).get("virtlib_started", {})
+    for worker, uris in started.items():
+        for uri, count in uris.items():
+            _count_started(node.config, worker, uri, count)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    started = config.stash.get(STARTED, {})
+    if not started:
+        return
+    terminalreporter.section("virtlib: VMs started per host")
+    for worker in sorted(started):
+        for uri, count in sorted(started[worker].items()):
+            terminalreporter.write_line(f"{worker}: {count} VM(s) on {uri}")

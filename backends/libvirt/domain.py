@@ -684,12 +684,18 @@ class LibvirtVM(BaseVM):
         dest_host: str = "localhost",
         remote_port: int | None = None,
         progress: Callable[[MigrationProgress], None] | None = None,
+        p2p: bool = False,
+        tunnelled: bool = False,
     ) -> MigrationResult:
         """Migrate through libvirt's migration API (see :mod:`.migration`).
 
         The destination is ``migration_dest_uri`` from params, else
         ``qemu+ssh://<dest_host>/system``.  ``progress`` (virtlib's addition) is
-        called with a MigrationProgress about five times a second.
+        called with a MigrationProgress about five times a second.  ``p2p``: the
+        source's libvirtd opens the destination URI itself (VIR_MIGRATE_PEER2PEER);
+        ``tunnelled``: peer-to-peer, with the data inside that connection
+        (VIR_MIGRATE_TUNNELLED).  Without either, the data goes to
+        ``tcp://<the destination URI's host, else dest_host>``.
 
         :return: a MigrationResult (time, downtime, bytes).
         :raises VMMigrateTimeoutError, VMMigrateCancelError: the job was aborted;
@@ -697,6 +703,7 @@ class LibvirtVM(BaseVM):
         :raises VMMigrateFailedError: any other failure; the VM runs on the source.
         :raises VMMigrateProtoUnsupportedError: ``protocol`` not in MIGRATION_PROTOS.
         :raises VMMigrateStateMismatchError: ``stable_check`` found a difference.
+        :raises VMParamsError: ``tunnelled`` with ``protocol`` unix or a ``remote_port``.
         """
         return migration.migrate(
             self,
@@ -711,6 +718,8 @@ class LibvirtVM(BaseVM):
                 dest_host=dest_host,
                 remote_port=remote_port,
                 progress=progress,
+                p2p=p2p,
+                tunnelled=tunnelled,
             ),
         )
 

@@ -237,6 +237,11 @@ class Guest:
     ) -> None:
         self._call("migrate", lambda: self.dom.migrate3(dest_conn, params, flags), default=default)
 
+    def migrate_to_uri(self, dest_uri: str, params: dict[str, Any], flags: int) -> None:
+        """Peer-to-peer: the source's libvirtd opens ``dest_uri`` itself
+        (virDomainMigrateToURI3 with VIR_MIGRATE_PEER2PEER in ``flags``)."""
+        self._call("migrate", lambda: self.dom.migrateToURI3(dest_uri, params, flags))
+
     # --- devices and addresses -----------------------------------------------------------
     def interface_addresses(self) -> list[dict[str, Any]]:
         """Interfaces with addresses, from the DHCP lease, then the guest agent, then ARP."""

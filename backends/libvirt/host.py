@@ -356,6 +356,11 @@ class Host:
             return sum(int(pages.get(size_kib, 0)) for pages in cells.values())
         return 0
 
+    def hostname(self) -> str:
+        """The host's name as its libvirtd reports it (gethostname on that host)."""
+        with translated("query", self.uri, self.uri):
+            return str(self.conn.getHostname())
+
     def hypervisor_kind(self) -> str:
         """The driver behind the URI: "qemu", "xen", "test", ..."""
         with translated("query", self.uri, self.uri):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import urllib.parse
 from collections.abc import Collection
 
 from virtlib.backends.libvirt import metadata
@@ -21,6 +22,8 @@ def managed_vms(uri: str) -> list[ManagedVM]:
     :raises HypervisorConnectionError: ``uri`` does not answer.
     """
     found = []
+    # A remote host's forwards are on *its* loopback (reached through SSH to it).
+    on = "" if is_local_uri(uri) else f" on {urllib.parse.urlsplit(uri).hostname}"
     for guest in Host.get(uri).guests():
         try:
             values = metadata.read(guest.xml())
@@ -38,7 +41,7 @@ def managed_vms(uri: str) -> list[ManagedVM]:
                 state=state.name,
                 uuid=guest.uuid,
                 instance=values["instance"],
-                ssh=f"127.0.0.1:{ssh}" if ssh else "",
+                ssh=f"127.0.0.1:{ssh}{on}" if ssh else "",
             )
         )
     return found

@@ -9,19 +9,36 @@ the abort is reported, not waited for forever.  On success the VM's state is
 replaced by the destination's: URI, forwarded ports, console, no domain left
 on the source.
 
+Who drives it and where the data goes (virsh's ``--p2p`` and ``--tunnelled``):
+
+- *direct* (the default): this process holds connections to both hosts and
+  drives the phases; QEMU sends the data straight to the destination's QEMU at
+  ``tcp://<address>`` (the destination URI's host, else ``dest_host``; its QEMU
+  listens on that address only) or through a UNIX socket (``protocol = unix``);
+- *peer-to-peer* (``p2p``): the source's libvirtd opens the destination URI
+  itself (``VIR_MIGRATE_PEER2PEER``), so that URI must work *on the source host*
+  (its keys and known_hosts there); the data still goes QEMU to QEMU;
+- *tunnelled* (``tunnelled``, peer-to-peer too): the data travels inside the
+  libvirtd-to-libvirtd connection (``VIR_MIGRATE_TUNNELLED``), so only the
+  libvirt port (SSH for ``qemu+ssh``) has to be open; no data address applies.
+
 The destination XML is *designed* from the VM's state moved to the
 destination (new allocations), by the same designer that made the original
 (``VIR_MIGRATE_PARAM_DEST_XML``).  Forwarded ports: user-mode NICs forward
-guest ports to host ports on 127.0.0.1.  When the destination is on this
-machine (a second libvirtd, as in the tests) the source still holds those
-ports while the destination QEMU starts, so the destination gets fresh ports;
-for a remote destination the same ports are kept.
+guest ports to host ports on 127.0.0.1.  When the destination shares this
+machine's loopback (a local URI: a second libvirtd in a mount namespace only)
+the source still holds those ports while the destination QEMU starts, so the
+destination gets fresh ports; any other destination (a remote host, or one in
+its own network namespace) has a loopback of its own and keeps the same ports.
+Disks copied for ``migration_storage`` get new file names when the destination
+is on this machine (the same hostname: the same filesystem).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import logging
 import os
 import shutil
@@ -31,6 +48,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +64,7 @@ from virtlib.errors import (
     VMMigrateProtoUnsupportedError,
     VMMigrateStateMismatchError,
     VMMigrateTimeoutError,
+    VMParamsError,
     VMStateError,
 )
 from virtlib.migration import MigrationProgress, MigrationResult, ProgressCallback
@@ -78,6 +97,12 @@ class MigrationRequest:
     dest_host: str = "localhost"
     remote_port: int | None = None
     progress: ProgressCallback | None = None
+    p2p: bool = False
+    tunnelled: bool = False  # implies p2p
+
+    @property
+    def peer_to_peer(self) -> bool:
+        return self.p2p or self.tunnelled
 
 
 def _is_local_destination(dest_uri: str) -> bool:
@@ -108,6 +133,20 @@ def check_protocol(protocol: str) -> None:
         )
 
 
+def check_request(vm_name: str, request: MigrationRequest) -> None:
+    """The protocol is known, and a tunnelled migration is not given a data channel."""
+    check_protocol(request.protocol)
+    if not request.tunnelled:
+        return
+    for param, value, unset in (("protocol", request.protocol, "tcp"),
+                                ("remote_port", request.remote_port, None)):  # fmt: skip
+        if value != unset:
+            raise VMParamsError(
+                f"cannot migrate {vm_name!r}: {param}={value!r} does not apply to a "
+                "tunnelled migration (the data travels inside the libvirt connection)"
+            )
+
+
 def socket_dir(host: Host, save_path: str) -> Path:
     """A new directory under ``save_path`` for the migration socket, owned by QEMU's user
     (both QEMUs run as it: the destination listens there, the source connects)."""
@@ -118,13 +157,33 @@ def socket_dir(host: Host, save_path: str) -> Path:
     return directory
 
 
-def _tcp_uri(dest_uri: str, dest_host: str, remote_port: int | None) -> str:
-    address = urllib.parse.urlsplit(dest_uri).hostname or (
+def data_address(dest_uri: str, dest_host: str) -> str:
+    """Where the destination's QEMU receives the data: the URI's host, else ``dest_host``
+    (the address the *source* reaches the destination by), else 127.0.0.1."""
+    return urllib.parse.urlsplit(dest_uri).hostname or (
         "127.0.0.1" if dest_host in LOCAL_NAMES else dest_host
     )
-    if ":" in address:
-        address = f"[{address}]"
-    return f"tcp://{address}" + (f":{remote_port}" if remote_port else "")
+
+
+def _tcp_uri(address: str, remote_port: int | None) -> str:
+    host = f"[{address}]" if ":" in address else address
+    return f"tcp://{host}" + (f":{remote_port}" if remote_port else "")
+
+
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def _same_machine(source: Host, dest: Host) -> bool:
+    """Both libvirtds run on this one machine (they share its filesystem)."""
+    try:
+        return source.hostname() == dest.hostname()
+    except VMError:
+        return False
 
 
 def _progress(stats: dict[str, Any], started: float) -> MigrationProgress:
@@ -196,7 +255,7 @@ class _Move:
 
 def migrate(vm: LibvirtVM, request: MigrationRequest) -> MigrationResult:
     """Migrate ``vm``; see the module docstring and BaseVM.migrate for the parameters."""
-    check_protocol(request.protocol)
+    check_request(vm.name, request)
     dest_uri = destination_uri(vm, request.dest_host)
     if not vm.is_alive() or vm.state is None:
         raise VMStateError(f"cannot migrate {vm.name!r}: it is not running")
@@ -214,7 +273,8 @@ def migrate(vm: LibvirtVM, request: MigrationRequest) -> MigrationResult:
     ports = _reserve_destination_ports(vm, state) if local else state.allocations.port_map
     move = _Move(state, dest, local, ports, storage.StoragePlan())
     try:
-        move.disks = storage.plan(vm, state, dest, local)
+        same_machine = local or _same_machine(vm.host, dest)
+        move.disks = storage.plan(vm, state, dest, same_machine)
         owned = tuple(f for f in state.owned_files if f not in move.disks.replaced)
         move.moved = state.moved(
             dest_uri,
@@ -268,10 +328,14 @@ def _transfer(
     before = ""
     if request.stable_check:
         before = memory_state_hash(vm, guest, states, "before", request.clean)
-    with _data_channel(request, vm.host, move.dest.uri) as data_uri:
-        params = _migration_params(vm, move.dest_xml, data_uri, move.disks.targets)
-        flags = _migration_flags(guest, live) | move.disks.flags
-        result = _run_job(vm, guest, lambda: guest.migrate(dest_conn, params, flags), request)
+    with _data_channel(request, vm.host, move.dest.uri) as (data_uri, listen):
+        params = _migration_params(vm, move.dest_xml, data_uri, listen, move.disks.targets)
+        flags = _migration_flags(guest, live, request) | move.disks.flags
+        if request.peer_to_peer:
+            call = partial(guest.migrate_to_uri, move.dest.uri, params, flags)
+        else:
+            call = partial(guest.migrate, dest_conn, params, flags)
+        result = _run_job(vm, guest, call, request)
     dest_guest = move.dest.lookup(move.state.uuid)
     if request.stable_check:
         after = memory_state_hash(vm, dest_guest, states, "after", request.clean)
@@ -293,25 +357,33 @@ def _switch(vm: LibvirtVM, move: _Move, dest_guest: Guest) -> None:
 
 
 @contextlib.contextmanager
-def _data_channel(request: MigrationRequest, source: Host, dest_uri: str) -> Iterator[str]:
-    """The migration data URI; a UNIX socket's private directory is removed afterwards."""
+def _data_channel(
+    request: MigrationRequest, source: Host, dest_uri: str
+) -> Iterator[tuple[str, str]]:
+    """(the migration data URI, the address the destination listens on); both "" when
+    tunnelled.  A UNIX socket's private directory is removed afterwards."""
+    if request.tunnelled:
+        yield "", ""
+        return
     if request.protocol != "unix":
-        yield _tcp_uri(dest_uri, request.dest_host, request.remote_port)
+        address = data_address(dest_uri, request.dest_host)
+        yield _tcp_uri(address, request.remote_port), address if _is_ip(address) else ""
         return
     sockets = socket_dir(source, request.save_path)
     try:
-        yield f"unix://{sockets / 'migration.sock'}"
+        yield f"unix://{sockets / 'migration.sock'}", ""
     finally:
         shutil.rmtree(sockets, ignore_errors=True)
 
 
 def _migration_params(
-    vm: LibvirtVM, dest_xml: str, data_uri: str, disks: list[str]
+    vm: LibvirtVM, dest_xml: str, data_uri: str, listen: str, disks: list[str]
 ) -> dict[str, Any]:
-    params: dict[str, Any] = {
-        libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml,
-        libvirt.VIR_MIGRATE_PARAM_URI: data_uri,
-    }
+    params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml}
+    if data_uri:
+        params[libvirt.VIR_MIGRATE_PARAM_URI] = data_uri
+    if listen:
+        params[libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS] = listen
     if disks:
         params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = disks
     if vm.spec.migration_bandwidth_mib > 0:
@@ -319,8 +391,12 @@ def _migration_params(
     return params
 
 
-def _migration_flags(guest: Guest, live: bool) -> int:
+def _migration_flags(guest: Guest, live: bool, request: MigrationRequest) -> int:
     flags = libvirt.VIR_MIGRATE_LIVE if live else 0
+    if request.peer_to_peer:
+        flags |= libvirt.VIR_MIGRATE_PEER2PEER
+    if request.tunnelled:
+        flags |= libvirt.VIR_MIGRATE_TUNNELLED
     if guest.is_persistent():
         flags |= libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
     return flags

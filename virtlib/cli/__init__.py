@@ -25,10 +25,28 @@ class Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
+class _UriAction(argparse.Action):
+    """``--uri``: the last one is the URI; all are kept in ``uris`` (``list`` looks at each)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        namespace.uri = values
+        namespace.uris = [*(getattr(namespace, "uris", None) or []), values]
+
+
 def common_options() -> Parser:
     """Options every command takes, before or after its name."""
     common = Parser(add_help=False)
-    common.add_argument("--uri", help="libvirt URI (default: the VM's, else qemu:///system)")
+    common.add_argument(
+        "--uri",
+        action=_UriAction,
+        help="libvirt URI (default: the VM's, else qemu:///system); list: repeatable",
+    )
     common.add_argument(
         "--vm-type", help="the backend of VMs not started by 'virtlib up' (default libvirt)"
     )

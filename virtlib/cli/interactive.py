@@ -19,7 +19,6 @@ from virtlib.cli.output import Progress, emit
 from virtlib.cli.vms import load_vm
 from virtlib.contract import BaseVM
 from virtlib.errors import VMError, VMParamsError
-from virtlib.sessions import ssh
 from virtlib.sessions.transport import BufferSpawn
 
 ESCAPE = b"\x1d"  # Ctrl-]
@@ -96,16 +95,8 @@ def _print_console(spawn: BufferSpawn, stop: threading.Event) -> None:
 
 # --- ssh / exec ---
 def _connect(vm: BaseVM, timeout: float) -> Any:
-    login = vm.spec.login
-    return ssh.connect(
-        vm.get_address(),
-        vm.get_port(login.shell_port),
-        login.username,
-        login.password,
-        timeout,
-        vm.known_hosts_file(),
-        login.host_key_policy,
-    )
+    """SSH to the guest (through its hypervisor host when that is remote)."""
+    return vm.ssh_client(timeout=timeout)
 
 
 def _command(args: argparse.Namespace) -> list[str]:

@@ -111,7 +111,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 # --- list / info ------------------------------------------------------------------------------
 def _uris(args: argparse.Namespace, store: StateStore) -> list[str]:
-    uris = list(args.uri_list or []) or [DEFAULT_URI]
+    uris = [*(args.uri_list or []), *(getattr(args, "uris", None) or [])] or [DEFAULT_URI]
     uris += [r.uri for r in store.records()]
     return list(dict.fromkeys(uris))
 
@@ -207,7 +207,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     try:
         result = vm.migrate(
-            timeout=args.timeout, protocol=args.protocol, offline=args.offline, progress=show
+            timeout=args.timeout,
+            protocol=args.protocol,
+            offline=args.offline,
+            progress=show,
+            dest_host=args.dest_host,
+            p2p=args.p2p,
+            tunnelled=args.tunnelled,
         )
         progress.done(f"(downtime {result.downtime_ms} ms)")
         store.save(_record(vm))
@@ -299,6 +305,16 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     migrate.add_argument("--offline", action="store_true", help="pause during the transfer")
     migrate.add_argument("--timeout", type=float, default=3600)
     migrate.add_argument("--bandwidth", type=int, help="MiB/s")
+    migrate.add_argument(
+        "--p2p", action="store_true", help="the source host opens the destination URI itself"
+    )
+    migrate.add_argument(
+        "--tunnelled", action="store_true", help="peer-to-peer, the data inside that connection"
+    )
+    migrate.add_argument(
+        "--dest-host", default="localhost", metavar="ADDRESS",
+        help="where the data goes when the --to URI names no host",
+    )  # fmt: skip
     migrate.set_defaults(func=cmd_migrate)
 
     destroy = commands.add_parser("destroy", parents=[common], help="stop the VM, leave nothing")

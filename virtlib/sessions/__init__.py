@@ -16,6 +16,7 @@ from virtlib.sessions import ssh
 from virtlib.sessions.login import console_login, handle_prompts, sync_after_login
 from virtlib.sessions.shell import ShellSession
 from virtlib.sessions.transport import ChannelSpawn
+from virtlib.sessions.tunnel import JumpHost, open_channel
 
 __all__ = ["ShellSession", "console_login", "handle_prompts", "remote_login"]
 
@@ -42,36 +43,49 @@ def remote_login(
     log_file: Path | None = None,
     banner_timeout: float | None = None,
     quiet: bool = False,
+    via: JumpHost | None = None,
 ) -> ShellSession:
     """Log in with ``client`` (ssh, telnet or nc) and return a session at the shell prompt.
 
     ``banner_timeout`` and ``quiet`` are for retried SSH attempts (see ssh.connect).
+    ``via``: ``host:port`` is on that hypervisor host's loopback; the session runs over
+    a channel through it (:mod:`virtlib.sessions.tunnel`): SSH inside it, or the raw
+    stream for nc.
 
-    :raises LoginBadClientError: an unknown client.
+    :raises LoginBadClientError: an unknown client, or telnet through ``via``.
     :raises LoginError: (and subclasses) the login failed.
     """
-    if client not in SHELL_CLIENTS:
-        raise LoginBadClientError(client, list(SHELL_CLIENTS))
+    if client not in SHELL_CLIENTS or (via is not None and client == "telnet"):
+        raise LoginBadClientError(client, list(SHELL_CLIENTS if via is None else ("ssh", "nc")))
     if client == "ssh":
         if known_hosts is None:
             raise LoginError("SSH needs a known_hosts file (per VM) to verify the guest's key")
-        connection = ssh.connect(
-            host,
-            port,
-            username,
-            password,
-            timeout,
-            known_hosts,
-            host_key_policy,
-            banner_timeout=banner_timeout,
-            quiet=quiet,
-        )
+        sock = open_channel(via, host, port, timeout) if via is not None else None
+        try:
+            connection = ssh.connect(
+                host,
+                port,
+                username,
+                password,
+                timeout,
+                known_hosts,
+                host_key_policy,
+                banner_timeout=banner_timeout,
+                quiet=quiet,
+                sock=sock,
+            )
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
         try:
             channel = ssh.open_shell(connection)
         except Exception as exc:
             connection.close()
             raise LoginError(f"cannot open a shell on {host}:{port}: {exc}") from None
         spawn = ChannelSpawn(channel, connection, name=f"ssh {username}@{host}:{port}")
+    elif via is not None:  # nc: the channel is the stream
+        spawn = ChannelSpawn(open_channel(via, host, port, timeout), name=f"nc {host}:{port}")
     else:
         argv = _client_argv(client, host, port, username)
         if shutil.which(argv[0]) is None:

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 HOST_KEY_POLICIES = ("strict", "accept-new")
 
 
-class _UnknownHostKey(paramiko.SSHException):
+class UnknownHostKey(paramiko.SSHException):
     """Raised by the strict policy (mapped to LoginHostKeyError)."""
 
 
@@ -41,7 +41,7 @@ class StrictHostKeyPolicy(paramiko.MissingHostKeyPolicy):
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> None:
-        raise _UnknownHostKey(
+        raise UnknownHostKey(
             f"{key.get_name()} host key of {hostname} is not in known_hosts (policy strict)"
         )
 
@@ -93,13 +93,17 @@ def connect(
     host_key_policy: str = "accept-new",
     banner_timeout: float | None = None,
     quiet: bool = False,
+    sock: Any = None,
 ) -> paramiko.SSHClient:
     """An authenticated SSHClient; errors mapped to the LoginError family.
 
     ``banner_timeout`` (default ``timeout``) bounds the wait for the server's first
     line: a port forwarded by QEMU's user network accepts a connection even while
     the guest is down, so a retrying caller keeps it short.  ``quiet`` sends
-    paramiko's own messages to DEBUG (for attempts that will be retried).
+    paramiko's own messages to DEBUG (for attempts that will be retried).  ``sock``
+    is an open socket-like object to run over instead of connecting to ``host:port``
+    (a channel through the VM's hypervisor host, :mod:`virtlib.sessions.tunnel`);
+    ``host:port`` still names the guest for its host key.
     """
     if host_key_policy not in HOST_KEY_POLICIES:
         raise LoginError(f"unknown host key policy {host_key_policy!r}")
@@ -125,13 +129,14 @@ def connect(
             auth_timeout=timeout,
             look_for_keys=False,
             allow_agent=False,
+            sock=sock,
         )
     except paramiko.BadHostKeyException as exc:
         client.close()
         raise LoginHostKeyError(
             f"SSH host key of {host}:{port} changed (known_hosts {known_hosts}): {exc}"
         ) from None
-    except _UnknownHostKey as exc:
+    except UnknownHostKey as exc:
         client.close()
         raise LoginHostKeyError(f"SSH to {target}: {exc} ({known_hosts})") from None
     except paramiko.AuthenticationException as exc:

@@ -17,6 +17,10 @@ What gets copied:
   copied (a loop), and FIFOs, sockets and devices are refused with
   :class:`~virtlib.errors.TransferError` before anything is copied.
 
+A guest on a remote hypervisor host (a VM on an SSH libvirt URI) is reached through
+that host: the copy's ssh gets ``ssh -W`` to the host as its ProxyCommand
+(:func:`virtlib.sessions.tunnel.proxy_argv`), so both hops are OpenSSH.
+
 Failures: :class:`~virtlib.errors.LoginError` (or a subclass) when the guest
 cannot be reached or refuses the login or its host key is not trusted;
 :class:`~virtlib.errors.TransferError` naming the VM and the path otherwise,
@@ -34,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from virtlib.errors import TransferError
+from virtlib.sessions import tunnel
+from virtlib.sessions.tunnel import JumpHost
 from virtlib.transfer import download, upload
 from virtlib.transfer.job import Job
 from virtlib.transfer.progress import Meter, TransferProgress, watching
@@ -62,6 +68,8 @@ class Target:
     host_key_policy: str
     timeout: float
     vm: str = ""
+    #: ``host:port`` is on this hypervisor host's loopback: the copy's ssh goes through it.
+    via: JumpHost | None = None
 
     @property
     def label(self) -> str:
@@ -69,6 +77,11 @@ class Target:
 
 
 def _connect(target: Target) -> SshSftp:
+    login_timeout = min(target.timeout, LOGIN_TIMEOUT)
+    proxy: tuple[str, ...] = ()
+    if target.via is not None:
+        tunnel.ensure_reachable(target.via, login_timeout)
+        proxy = tuple(tunnel.proxy_argv(target.via, target.host, target.port, login_timeout))
     endpoint = Endpoint(
         target.host,
         target.port,
@@ -76,7 +89,8 @@ def _connect(target: Target) -> SshSftp:
         target.password,
         target.known_hosts,
         target.host_key_policy,
-        min(target.timeout, LOGIN_TIMEOUT),
+        login_timeout,
+        proxy,
     )
     return SshSftp.start(endpoint, target.timeout, math.inf, target.label)
 

@@ -64,6 +64,8 @@ class Endpoint:
     known_hosts: Path
     host_key_policy: str
     login_timeout: float
+    #: A ProxyCommand's argv: reach host:port through it (the VM's hypervisor host).
+    proxy: tuple[str, ...] = ()
 
 
 def ssh_binary() -> str:
@@ -100,6 +102,8 @@ def ssh_argv(endpoint: Endpoint) -> list[str]:
         "ControlPath": "none",
         "LogLevel": "ERROR",
     }
+    if endpoint.proxy:  # run by ssh through /bin/sh; "%" would be one of ssh's tokens
+        options["ProxyCommand"] = shlex.join(endpoint.proxy).replace("%", "%%")
     argv = [ssh_binary(), "-F", "/dev/null", "-T", "-x", "-a", "-e", "none"]
     for key, value in options.items():
         argv += ["-o", f"{key}={value}"]
