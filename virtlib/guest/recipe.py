@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 
 HOSTNAME = "virtlib-guest"
 USERNAME = "root"
@@ -112,7 +112,8 @@ set --
 for key in /etc/dropbear/dropbear_*_host_key; do
     set -- "$@" -r "$key"
 done
-dropbear "$@" -p 22 -P /run/dropbear.pid
+# A 1 MiB receive window: the default 24 KiB caps copies over a slow or long path.
+dropbear "$@" -p 22 -W 1048576 -P /run/dropbear.pid
 # For the telnet and nc shell clients (reachable only through forwards a test asks for):
 telnetd -p 23 -l /bin/login
 nc -ll -p 2323 -e /usr/bin/virtlib-nc-shell &
