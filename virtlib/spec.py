@@ -39,6 +39,7 @@ _FLAG_ON, _FLAG_OFF = ("on", "yes", "true"), ("off", "no", "false")
 _CPU_FEATURE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 BUNDLED = "bundled"
 MIGRATION_STORAGE = ("", "shared", "copy", "copy-incremental")
+DISPLAYS = ("none", "vnc", "spice")
 
 
 def _choice(params: Params, key: str, default: str, choices: tuple[str, ...]) -> str:
@@ -443,6 +444,11 @@ class VMSpec:
     #: ``cpu_model_flags``: features to require or disable on top of the CPU model.
     cpu_features: tuple[CpuFeature, ...] = ()
     cloudinit: CloudInitSpec = CloudInitSpec()
+    display: str = "none"
+    """``none``, ``vnc`` or ``spice``: a graphical display on 127.0.0.1 (screenshots)."""
+    display_password: str = field(default="", repr=False)
+    """The display's password (generated per VM when not given; a secret: never stored
+    in the domain's metadata)."""
     guest_agent: bool = True
     """A virtio-serial channel ``org.qemu.guest_agent.0`` for the QEMU guest agent."""
 
@@ -544,6 +550,8 @@ class VMSpec:
             cpu_features=parse_cpu_flags(params.get("cpu_model_flags", "")),
             cloudinit=cloudinit,
             guest_agent=params.get_boolean("guest_agent", True),
+            display=_choice(params, "display", "none", DISPLAYS),
+            display_password=params.get("display_password", ""),
         )
 
     def writable_disks(self) -> tuple[DiskSpec, ...]:

@@ -18,6 +18,7 @@ from virtlib.accel import AccelChoice
 from virtlib.backends.libvirt.domxml import (
     ControllerConfig,
     DiskConfig,
+    DisplayConfig,
     DomainConfig,
     HostdevConfig,
     InterfaceConfig,
@@ -51,6 +52,7 @@ FIRST_MANAGED_SLOT = 8
 LAST_PCI_SLOT = 31
 RESERVED_SLOTS = frozenset({0, 1, 2})  # host bridge, PIIX3 (IDE, USB, PM), VGA
 HUGEPAGE_KIB = 2048
+DISPLAY_LISTEN = "127.0.0.1"
 PA_TYPES = ("vf", "pf", "mixed")
 
 
@@ -175,10 +177,23 @@ def design(
         boot_devices=_boot_devices(spec),
         hugepages=spec.hugepages,
         panic_model="isa" if spec.pvpanic and not xen else "",
+        display=_display(spec),
         on_poweroff=spec.on_poweroff,
         on_reboot=spec.on_reboot,
         on_crash=spec.on_crash,
         metadata=dict(metadata or {}),
+    )
+
+
+def _display(spec: VMSpec) -> DisplayConfig | None:
+    """``display = vnc | spice``: on 127.0.0.1 only, with the VM's display password."""
+    if spec.display == "none":
+        return None
+    return DisplayConfig(
+        kind=spec.display,
+        listen=DISPLAY_LISTEN,
+        password=spec.display_password,
+        video_model="qxl" if spec.display == "spice" else "vga",
     )
 
 

@@ -19,7 +19,9 @@ teardown; libvirt's event-loop thread only records what it reports
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import secrets
 import threading
 import uuid as uuidlib
 from collections.abc import Callable, Collection
@@ -221,13 +223,19 @@ class LibvirtVM(BaseVM):
         wanted = self.spec.uuid if self.spec.uuid and self.spec.uuid != "random" else ""
         if self.spec.uuid == "random":
             previous_uuid = ""
+        params, spec = dict(self.params), self.spec
+        if spec.display != "none" and not spec.display_password:
+            # A password of the VM's own (VNC takes 8 characters); a secret, so it stays out
+            # of the metadata and lives in the state's params.
+            params["display_password"] = secrets.token_urlsafe(6)[:8]
+            spec = dataclasses.replace(spec, display_password=params["display_password"])
         return VMState(
             instance=self.instance,
             uri=host.uri,
             uuid=wanted or previous_uuid or str(uuidlib.uuid4()),
             allocations=self._reserve(mac_source),
-            spec=self.spec,
-            params=dict(self.params),
+            spec=spec,
+            params=params,
             root_dir=str(self.root_dir),
             partition=self.partition,
             accel=accel.accel,
@@ -834,8 +842,6 @@ class LibvirtVM(BaseVM):
 
 
 def _without_metadata(config: domxml.DomainConfig) -> domxml.DomainConfig:
-    import dataclasses
-
     return dataclasses.replace(config, metadata={})
 
 

@@ -98,6 +98,16 @@ class HostdevConfig:
 
 
 @dataclass(frozen=True)
+class DisplayConfig:
+    """A graphical display: ``vnc`` or ``spice`` on ``listen``, with a password."""
+
+    kind: str
+    listen: str
+    password: str = field(repr=False)
+    video_model: str  # "vga", "qxl"
+
+
+@dataclass(frozen=True)
 class DomainConfig:
     """Every value of one domain, decided."""
 
@@ -123,6 +133,7 @@ class DomainConfig:
     boot_devices: tuple[str, ...] = ()  # BIOS boot order ("hd", "cdrom"); () = hd, or cdrom first
     hugepages: bool = False
     panic_model: str = ""  # "isa": QEMU's pvpanic device, so a guest panic reaches libvirt
+    display: DisplayConfig | None = None
     on_poweroff: str = "destroy"
     on_reboot: str = "restart"
     on_crash: str = "destroy"
@@ -222,12 +233,35 @@ def build(config: DomainConfig) -> etree._Element:
         devices.append(_hostdev(hostdev))
     if config.panic_model:
         _child(devices, "panic", model=config.panic_model)
+    if config.display is not None:
+        _add_display(devices, config.display)
     if config.user_nets:
         commandline = etree.SubElement(root, f"{{{QEMU_NS}}}commandline", nsmap={"qemu": QEMU_NS})
         for net in config.user_nets:
             for arg in net.qemu_args():
                 etree.SubElement(commandline, f"{{{QEMU_NS}}}arg", value=arg)
     return root
+
+
+def _add_display(devices: etree._Element, display: DisplayConfig) -> None:
+    """``<graphics>`` (listening on one address only, with a password) and its ``<video>``,
+    placed where libvirt writes them: after the input devices, before the sound/video."""
+    graphics = etree.Element(
+        "graphics",
+        type=display.kind,
+        autoport="yes",
+        listen=display.listen,
+        passwd=display.password,
+    )
+    _child(graphics, "listen", type="address", address=display.listen)
+    video = etree.Element("video")
+    _child(video, "model", type=display.video_model, heads="1", primary="yes")
+    anchor = devices.find("memballoon")
+    for element in (graphics, video):
+        if anchor is not None:
+            anchor.addprevious(element)
+        else:
+            devices.append(element)
 
 
 def _add_metadata(root: etree._Element, values: dict[str, str]) -> None:

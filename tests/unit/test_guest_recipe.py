@@ -126,7 +126,9 @@ def test_passwd_file() -> None:
 
 
 def test_kernel_args() -> None:
-    assert recipe.KERNEL_ARGS.startswith("console=ttyS0")
+    consoles = [a for a in recipe.KERNEL_ARGS.split() if a.startswith("console=")]
+    assert consoles[-1] == "console=ttyS0"  # the last one is /dev/console: the serial line
+    assert "console=tty0" in consoles  # and the screen, for screenshots
 
 
 # --- default_cache_dir --------------------------------------------------------------------

@@ -12,6 +12,7 @@ import termios
 import threading
 import tty
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from virtlib import transfer
@@ -230,6 +231,18 @@ def _progress_bar(label: str) -> Iterator[None]:
         yield
 
 
+# --- screenshot ---
+def cmd_screenshot(args: argparse.Namespace) -> int:
+    """A PNG of the VM's display (VMs started with ``display = vnc`` or ``spice``)."""
+    vm = load_vm(args)
+    try:
+        path = vm.screenshot(Path(args.file).resolve())
+    finally:
+        vm.release()
+    emit(args.json, {"name": vm.name, "file": str(path)}, f"{vm.name}: {path}")
+    return 0
+
+
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
     console = commands.add_parser(
         "console", parents=[common], help="the serial console, interactive (Ctrl-] leaves)"
@@ -246,6 +259,13 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
         parser.add_argument("--timeout", type=float, default=30)
         parser.set_defaults(func=func)
+
+    shot = commands.add_parser(
+        "screenshot", parents=[common], help="a PNG of the VM's display (display = vnc)"
+    )
+    shot.add_argument("name")
+    shot.add_argument("file")
+    shot.set_defaults(func=cmd_screenshot)
 
     cp = commands.add_parser("cp", parents=[common], help="copy files: NAME:/path <-> local")
     cp.add_argument("source")

@@ -10,15 +10,17 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 
 HOSTNAME = "virtlib-guest"
 USERNAME = "root"
 DEFAULT_PASSWORD = "virtlib"  # noqa: S105 - the documented password of a throwaway test guest
 
-KERNEL_ARGS = "console=ttyS0 quiet"
-"""Serial console; ``quiet`` keeps boot chatter off the console (oopses and panics still
-show: the kernel makes the console verbose for them; WARN_ON traces do not).  A panic
+KERNEL_ARGS = "console=tty0 console=ttyS0 quiet"
+"""Serial console (the last ``console=``, so /dev/console) and the screen (tty0, with a getty
+on tty1, so a screenshot shows the login prompt); ``quiet`` keeps boot chatter off the
+consoles (oopses and panics still show: the kernel makes the console verbose for them;
+WARN_ON traces do not).  A panic
 halts the guest as on a real distribution (no ``panic=``): the pvpanic device tells
 libvirt, which applies ``on_crash``."""
 
@@ -75,6 +77,7 @@ INITTAB = """\
 # virtlib test guest: busybox init
 ::sysinit:/etc/init.d/rcS
 ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100
+tty1::respawn:/sbin/getty 38400 tty1
 ::ctrlaltdel:/sbin/reboot
 ::shutdown:/etc/init.d/rcK
 """
