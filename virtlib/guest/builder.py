@@ -493,7 +493,7 @@ def latest_image(cache_dir: Path, recipe_text: str) -> GuestImage | None:
     return None
 
 
-KEEP_BUILDS = 3
+KEEP_BUILDS = 6  # several checkouts (and their versions) may share one cache
 """Builds kept in the cache (other checkouts or versions of virtlib may use older ones)."""
 
 
