@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from virtlib.contract import BaseVM
+    from virtlib.vmcore import VMCore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,7 +42,7 @@ RECORDED = (
 MAX_ACTIONS = 1000  # per VM: a long-lived VM keeps the newest
 
 _lock = threading.Lock()
-_live: weakref.WeakSet[BaseVM] = weakref.WeakSet()
+_live: weakref.WeakSet[VMCore] = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,10 @@ def seen_vms() -> list[BaseVM]:
     """Every VM of this process that existed on a hypervisor, destroyed ones too (while
     something still refers to them)."""
     with _lock:
-        return list(_live)
+        return list(_live)  # type: ignore[arg-type]  # every VMCore made is a BaseVM
 
 
-def note_live(vm: BaseVM) -> None:
+def note_live(vm: VMCore) -> None:
     with _lock:
         _live.add(vm)
 
@@ -96,10 +97,11 @@ def recorded(name: str, method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def wrap_recorded(cls: type) -> None:
-    """Wrap the :data:`RECORDED` methods ``cls`` defines itself (once per class)."""
+def wrap_recorded(cls: type, inherited: bool = False) -> None:
+    """Wrap the :data:`RECORDED` methods ``cls`` defines itself (once per class); with
+    ``inherited`` also those it inherits (the base class, whose mixins define them)."""
     for name in RECORDED:
-        method = cls.__dict__.get(name)
+        method = getattr(cls, name, None) if inherited else cls.__dict__.get(name)
         if callable(method) and not getattr(method, "__virtlib_recorded__", False):
             setattr(cls, name, recorded(name, method))
 
