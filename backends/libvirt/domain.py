@@ -30,14 +30,23 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from virtlib import media
 from virtlib.accel import AccelChoice
-from virtlib.backends.libvirt import designer, domxml, inventory, metadata, migration, storage
+from virtlib.backends.libvirt import (
+    designer,
+    domxml,
+    evidence,
+    inventory,
+    metadata,
+    migration,
+    storage,
+)
 from virtlib.backends.libvirt.agent import LibvirtGuestAgent
 from virtlib.backends.libvirt.console import SerialConsole, attach_serial
 from virtlib.backends.libvirt.errors import message
 from virtlib.backends.libvirt.events import DomainEvent
+from virtlib.backends.libvirt.evidence import pick_address
 from virtlib.backends.libvirt.facts import host_facts, running_accel
-from virtlib.backends.libvirt.guest import IPV4, Guest, GuestState
-from virtlib.backends.libvirt.host import Host, is_local_uri, require_uri
+from virtlib.backends.libvirt.guest import Guest, GuestState
+from virtlib.backends.libvirt.host import Host, require_uri
 from virtlib.backends.libvirt.lifecycle import (
     reboot_guest,
     shutdown_gracefully,
@@ -45,7 +54,6 @@ from virtlib.backends.libvirt.lifecycle import (
 )
 from virtlib.contract import BaseVM
 from virtlib.errors import (
-    HypervisorError,
     VMCreateError,
     VMDeadError,
     VMError,
@@ -55,14 +63,12 @@ from virtlib.errors import (
     VMNotSupportedError,
     VMParamsError,
     VMPortNotRedirectedError,
-    VMStateError,
 )
 from virtlib.images import create_image
 from virtlib.inventory import HostCheck, ManagedVM
 from virtlib.keys import parse_keys
 from virtlib.migration import MigrationProgress, MigrationResult
 from virtlib.params import Params
-from virtlib.png import to_png
 from virtlib.spec import BUNDLED, VMSpec
 from virtlib.state import Allocations, PortKey, VMState
 from virtlib.workdir import remove_tree
@@ -73,8 +79,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LINK_LOCAL_PREFIXES = ("fe80:", "169.254.")
-QEMU_LOG_DIR = "/var/log/libvirt/qemu"
 
 
 class LibvirtVM(BaseVM):
@@ -456,19 +460,7 @@ class LibvirtVM(BaseVM):
             reason = self.stop_reason or state.reason_name
         else:
             reason = self.stop_reason or "no domain"
-        raise VMDeadError(reason, self._death_detail(reason, state))
-
-    def _death_detail(self, reason: str, state: GuestState | None) -> str:
-        crash = self.kernel_crash()
-        where = f"{self.name!r} on {self.uri}"
-        if reason == "crashed":
-            text = crash.text if crash else "no panic text on the serial console"
-            return f"the guest of {where} crashed: {text}"
-        if reason == "killed":
-            return f"QEMU of {where} ended without the guest shutting down (killed, or it crashed)"
-        if state is None:
-            return f"{where} is not running"
-        return f"{where} is {state.name} ({state.reason_name})"
+        raise VMDeadError(reason, evidence.death_detail(self, reason, state))
 
     def pause(self) -> bool:
         """Pause the domain; a paused one is left as it is (see BaseVM.pause)."""
@@ -742,54 +734,25 @@ class LibvirtVM(BaseVM):
             self._trust_host_keys()
             self._attach_console(host, guest)
 
-    # --- evidence ----------------------------------------------------------------------------
+    # --- evidence (backends/libvirt/evidence.py) -----------------------------------------
     def definition(self) -> str:
         """The domain XML libvirt runs the VM with (the designed XML when it is not running)."""
-        try:
-            return self.guest().xml()
-        except VMError:
-            return self.xml
+        return evidence.definition(self)
 
     def hypervisor_log(self, max_bytes: int = 1 << 20) -> str:
         """The end of libvirt's QEMU log of the domain (on this machine's default daemon)."""
-        path = Path(QEMU_LOG_DIR) / f"{self.name}.log"
-        if not is_local_uri(self.uri) or "socket=" in self.uri or not path.is_file():
-            raise VMNotSupportedError(
-                "hypervisor log", self.BACKEND, f"no QEMU log of {self.name!r} here ({path})"
-            )
-        with path.open("rb") as handle:
-            handle.seek(max(0, path.stat().st_size - max_bytes))
-            return handle.read().decode("utf-8", errors="replace")
+        return evidence.hypervisor_log(self, max_bytes)
 
     def memory_dump(self, path: str | Path, max_bytes: int) -> Path:
         """A kdump-compressed memory-only dump; over ``max_bytes`` it is removed (VMError)."""
-        target = Path(path)
-        self.guest().memory_dump(str(target), compressed=True)
-        size = target.stat().st_size
-        if size > max_bytes:
-            target.unlink()
-            raise VMError(
-                f"the memory dump of {self.name!r} is {size} bytes, over its cap of {max_bytes}"
-            )
-        return target
+        return evidence.memory_dump(self, Path(path), max_bytes)
 
     def screenshot(self, path: str | Path) -> Path:
         """The display's picture, written as PNG to ``path`` (virDomainScreenshot).
 
         :raises VMNotSupportedError: the domain has no display (``display = none``).
         """
-        target = Path(path)
-        guest = self.guest()
-        try:
-            dump = guest.screenshot(self.host.new_stream(blocking=True))
-        except (HypervisorError, VMStateError) as exc:
-            raise VMNotSupportedError(
-                "screenshot",
-                self.BACKEND,
-                f"{self.name!r} shows nothing to take ({exc}); give it a display: display = vnc",
-            ) from exc
-        target.write_bytes(to_png(dump))
-        return target
+        return evidence.screenshot(self, Path(path))
 
     # --- the guest agent ---------------------------------------------------------------------
     def guest_agent(self) -> LibvirtGuestAgent:
@@ -805,24 +768,7 @@ class LibvirtVM(BaseVM):
 
     # --- tools: info, inventory, host checks ----------------------------------------------------
     def info(self) -> dict[str, Any]:
-        state = self._require_state()
-        guest = self.guest()
-        domain_state, _max_mem, memory_kib, vcpus = guest.info()
-        return {
-            "name": self.name,
-            "uri": state.uri,
-            "uuid": state.uuid,
-            "state": GuestState(domain_state, 0).name,
-            "vcpus": vcpus,
-            "memory_mib": memory_kib // 1024,
-            "accel": state.accel,
-            "macs": {f"nic{n}": mac for n, mac in state.allocations.macs},
-            "forwards": {
-                f"nic{nic}:{guest_port}": f"127.0.0.1:{host_port}"
-                for (nic, guest_port), host_port in state.allocations.ports
-            },
-            "instance": state.instance,
-        }
+        return evidence.info(self)
 
     @classmethod
     def probe(cls, uri: str) -> str | None:
@@ -843,19 +789,3 @@ class LibvirtVM(BaseVM):
 
 def _without_metadata(config: domxml.DomainConfig) -> domxml.DomainConfig:
     return dataclasses.replace(config, metadata={})
-
-
-def pick_address(interfaces: list[dict[str, Any]], mac: str) -> str | None:
-    """The first non-link-local address (IPv4 preferred) of the interface with ``mac``."""
-    for info in interfaces:
-        if str(info.get("hwaddr", "")).lower() != mac.lower():
-            continue
-        addrs = [
-            a
-            for a in info.get("addrs") or []
-            if not str(a.get("addr", "")).lower().startswith(LINK_LOCAL_PREFIXES)
-        ]
-        addrs.sort(key=lambda a: a.get("type") != IPV4)
-        if addrs:
-            return str(addrs[0]["addr"])
-    return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import libvirt
 
-from virtlib.backends.libvirt.domain import pick_address
+from virtlib.backends.libvirt.evidence import pick_address
 
 MAC = "52:54:00:12:34:56"
 
