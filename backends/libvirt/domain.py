@@ -80,7 +80,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 class LibvirtVM(BaseVM):
     """A VM run by libvirtd (``vm_type = libvirt``); see the module docstring."""
 

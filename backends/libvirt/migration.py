@@ -68,6 +68,7 @@ from virtlib.errors import (
     VMStateError,
 )
 from virtlib.migration import MigrationProgress, MigrationResult, ProgressCallback
+from virtlib.spec import VMSpec
 from virtlib.state import PortKey, VMState
 
 if TYPE_CHECKING:
@@ -260,7 +261,8 @@ def migrate(vm: LibvirtVM, request: MigrationRequest) -> MigrationResult:
     if not vm.is_alive() or vm.state is None:
         raise VMStateError(f"cannot migrate {vm.name!r}: it is not running")
     state = vm.state
-    storage.check(vm.name, state.spec)
+    now = VMSpec.from_params(vm.name, vm.params, vm.root_dir)  # the params as they are now
+    storage.check(vm.name, state.spec, now.migration_storage)
     try:
         dest = Host.get(dest_uri)
         dest_conn = dest.conn
@@ -274,7 +276,7 @@ def migrate(vm: LibvirtVM, request: MigrationRequest) -> MigrationResult:
     move = _Move(state, dest, local, ports, storage.StoragePlan())
     try:
         same_machine = local or _same_machine(vm.host, dest)
-        move.disks = storage.plan(vm, state, dest, same_machine)
+        move.disks = storage.plan(vm, state, dest, same_machine, now.migration_storage)
         owned = tuple(f for f in state.owned_files if f not in move.disks.replaced)
         move.moved = state.moved(
             dest_uri,
@@ -386,8 +388,9 @@ def _migration_params(
         params[libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS] = listen
     if disks:
         params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = disks
-    if vm.spec.migration_bandwidth_mib > 0:
-        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = vm.spec.migration_bandwidth_mib
+    bandwidth = VMSpec.from_params(vm.name, vm.params, vm.root_dir).migration_bandwidth_mib
+    if bandwidth > 0:
+        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = bandwidth
     return params
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import libvirt
 
+from virtlib import media
 from virtlib.backends.libvirt.host import Host, is_local_uri
 from virtlib.errors import VMError, VMMigrateFailedError
 from virtlib.images import image_info
@@ -60,10 +61,17 @@ class StoragePlan:
     replaced: list[str] = field(default_factory=list)  # virtlib's copies the VM leaves behind
 
 
-def check(vm_name: str, spec: VMSpec) -> None:
-    """Refuse a writable local disk without ``migration_storage`` (naming the disk)."""
+def check(vm_name: str, spec: VMSpec, mode: str) -> None:
+    """Refuse a writable local disk without ``migration_storage`` (naming the disk), and
+    shared storage the VM was not created for (its disks were labelled at create time)."""
     writable = spec.writable_disks()
-    if writable and not spec.migration_storage:
+    if writable and mode == "shared" and spec.migration_storage != "shared":
+        raise VMMigrateFailedError(
+            f"cannot migrate {vm_name!r} with migration_storage = shared: set it before "
+            "create() (shared disks belong to QEMU's user and are not relabelled); copy and "
+            "copy-incremental can be chosen at migration time"
+        )
+    if writable and not mode:
         disk = writable[0]
         raise VMMigrateFailedError(
             f"cannot migrate {vm_name!r}: disk {disk.name!r} ({disk.path}) is writable and "
@@ -72,23 +80,27 @@ def check(vm_name: str, spec: VMSpec) -> None:
         )
 
 
-def plan(vm: LibvirtVM, state: VMState, dest: Host, local: bool) -> StoragePlan:
-    """Create the destination's images (for copy modes) and say how to migrate the disks.
+def plan(vm: LibvirtVM, state: VMState, dest: Host, local: bool, mode: str) -> StoragePlan:
+    """Create the destination's images (for copy modes) and say how to migrate the disks;
+    ``mode`` is ``migration_storage`` as the params say at migration time.
 
     :raises VMMigrateFailedError: no migration_storage, a raw device to copy, an
         incremental copy of a disk without a backing file, or an image that cannot be made.
     """
     spec = state.spec
-    check(vm.name, spec)
+    check(vm.name, spec, mode)
     if not spec.writable_disks():
         return StoragePlan()
-    if spec.migration_storage == "shared":
+    if mode == "shared":
         return StoragePlan(flags=SHARED_FLAGS)
-    result = StoragePlan(flags=COPY_FLAGS[spec.migration_storage])
+    result = StoragePlan(flags=COPY_FLAGS[mode])
     targets = {d.source: d.target for d in vm.design(state, check_resources=False).disks}
+    overlays = media.planned(spec, state.instance).overlays
     try:
         for disk in spec.writable_disks():
-            _plan_disk(vm.name, disk, spec.migration_storage, dest, local, targets, result)
+            overlay = overlays.get(disk.name) if disk.snapshot else None
+            source = (overlay.path, overlay.format) if overlay else (disk.path, disk.format)
+            _plan_disk(vm.name, disk, source, mode, dest, local, targets, result)
     except BaseException:
         remove_files(dest, result.created)
         raise
@@ -99,42 +111,51 @@ def plan(vm: LibvirtVM, state: VMState, dest: Host, local: bool) -> StoragePlan:
 def _plan_disk(
     vm_name: str,
     disk: DiskSpec,
+    source: tuple[Path, str],
     mode: str,
     dest: Host,
     local: bool,
     targets: dict[str, str],
     result: StoragePlan,
 ) -> None:
+    """Make the destination image of one disk.  ``source`` is the file the guest writes
+    (its private overlay with ``image_snapshot``): that is what is copied, and on the
+    destination the copy is the disk itself (an overlay over the same base for
+    copy-incremental), so the destination's params name it with ``image_snapshot = no``."""
+    path, fmt = source
     if disk.raw_device:
         raise VMMigrateFailedError(
             f"cannot copy disk {disk.name!r} of {vm_name!r}: {disk.path} is a raw device; "
             "use migration_storage = shared"
         )
-    info = image_info(disk.path)
+    info = image_info(path)
     backing: tuple[str, str] | None = None
     if mode == "copy-incremental":
         backing_file = info.get("full-backing-filename") or info.get("backing-filename")
         if not backing_file:
             raise VMMigrateFailedError(
                 f"migration_storage = copy-incremental copies only overlays, and disk "
-                f"{disk.name!r} of {vm_name!r} ({disk.path}) has no backing file: use copy"
+                f"{disk.name!r} of {vm_name!r} ({path}) has no backing file: use copy"
             )
         backing = (str(backing_file), str(info.get("backing-filename-format") or "raw"))
-    suffix = f".{disk.format}"
-    new_path = disk.path
+    suffix = f".{fmt}"
+    new_path = path
     if local:  # the same filesystem: a new file next to the original
-        stem = disk.path.name.removesuffix(suffix).split(".virtlib-")[0]
-        new_path = disk.path.with_name(f"{stem}.virtlib-{uuid.uuid4().hex[:8]}{suffix}")
+        stem = path.name.removesuffix(suffix).split(".virtlib-")[0]
+        new_path = path.with_name(f"{stem}.virtlib-{uuid.uuid4().hex[:8]}{suffix}")
     try:
-        dest.create_volume(str(new_path), disk.format, int(info["virtual-size"]), backing)
+        dest.create_volume(str(new_path), fmt, int(info["virtual-size"]), backing)
     except VMError as exc:
         raise VMMigrateFailedError(
             f"cannot create the destination image of disk {disk.name!r} of {vm_name!r} "
             f"({new_path}): {exc}"
         ) from exc
     result.created.append(str(new_path))
-    result.targets.append(targets[str(disk.path)])
+    result.targets.append(targets[str(path)])
     result.params[f"image_name_{disk.name}"] = str(new_path).removesuffix(suffix)
+    result.params[f"image_format_{disk.name}"] = fmt
+    if disk.snapshot:
+        result.params[f"image_snapshot_{disk.name}"] = "no"
 
 
 def remove_files(host: Host, paths: list[str] | tuple[str, ...]) -> None:

@@ -27,6 +27,7 @@ from virtlib import media
 from virtlib.backends.libvirt.domain import LibvirtVM
 from virtlib.guest.debian import DebianImage, ensure_debian_guest
 from virtlib.pytest_plugin import PLAN
+from virtlib.secondhost import SecondHost
 
 pytestmark = pytest.mark.xdist_group("debian-guest")  # one boot with --dist loadgroup
 
@@ -190,3 +191,80 @@ def test_two_vms_from_one_base_and_nothing_left(
     assert sha256(debian_image.disk) == base_before
     assert debian_vm.serial_console is not None
     assert debian_vm.serial_console.cmd("cat /root/whoami") == "first\n"
+
+
+# --- the rest of the contract on a real distribution (the module's VM, in this order) -------
+
+
+def test_every_agent_call_on_debian(debian_vm: virtlib.BaseVM) -> None:
+    agent = debian_vm.guest_agent()
+    agent.wait(timeout=BOOT_TIMEOUT)
+    assert agent.os_info()["id"] == "debian"
+    result = agent.exec(["/bin/sh", "-c", "cat /etc/debian_version; echo oops >&2; exit 4"])
+    assert result.status == 4 and result.stdout.startswith("12.") and result.stderr == "oops\n"
+    agent.write_file("/root/from-the-agent", b"written by qemu-ga\n")
+    assert agent.read_file("/root/from-the-agent") == b"written by qemu-ga\n"
+    nic = {i.mac: i for i in agent.interfaces()}[debian_vm.get_mac_address(0)]
+    assert nic.name == "ens3" and any(a.startswith("10.0.2.") for a in nic.addresses)
+    assert agent.fsfreeze() >= 1  # the root filesystem at least
+    assert agent.fsthaw() >= 1
+    agent.sync_time()
+    agent.set_password("root", "changed-by-agent")
+    try:
+        session = debian_vm.wait_for_login(timeout=60, password="changed-by-agent")
+        session.close()
+    finally:
+        agent.set_password("root", debian_vm.spec.login.password)
+
+
+def test_save_and_restore_keep_the_guest_state(debian_vm: virtlib.BaseVM, qemu_dir: Path) -> None:
+    serial = debian_vm.wait_for_serial_login(timeout=BOOT_TIMEOUT)
+    serial.cmd("echo kept-in-memory > /dev/shm/marker")
+    state_file = qemu_dir / "debian.state"
+    debian_vm.save_to_file(str(state_file))
+    assert debian_vm.is_dead()
+    debian_vm.restore_from_file(str(state_file))
+    serial = debian_vm.wait_for_serial_login(timeout=BOOT_TIMEOUT)
+    assert serial.cmd("cat /dev/shm/marker").strip() == "kept-in-memory"
+
+
+@pytest.mark.parametrize("method", ["shell", "system_reset"])
+def test_reboot_comes_back(debian_vm: virtlib.BaseVM, method: str) -> None:
+    ssh = debian_vm.wait_for_login(timeout=BOOT_TIMEOUT)
+    boot_id = ssh.cmd("cat /proc/sys/kernel/random/boot_id").strip()
+    started = time.monotonic()
+    ssh = debian_vm.reboot(ssh, method=method, timeout=BOOT_TIMEOUT)
+    print(f"Debian guest: {method} reboot back over SSH in {time.monotonic() - started:.1f} s")
+    try:
+        assert ssh.cmd("cat /proc/sys/kernel/random/boot_id").strip() != boot_id
+        ssh.cmd("systemctl is-system-running --wait || true", timeout=BOOT_TIMEOUT)
+    finally:
+        ssh.close()
+
+
+def test_migrates_with_its_overlay_copied(
+    debian_vm: virtlib.BaseVM, second_host: SecondHost
+) -> None:
+    ssh = debian_vm.wait_for_login(timeout=BOOT_TIMEOUT)
+    ssh.cmd("echo before-migration > /root/moved && sync")
+    ssh.close()
+    debian_vm.params["migration_dest_uri"] = second_host.uri
+    debian_vm.params["migration_storage"] = "copy-incremental"  # the base is on both sides
+    debian_vm.migrate()
+    assert debian_vm.uri == second_host.uri
+    ssh = debian_vm.wait_for_login(timeout=BOOT_TIMEOUT)
+    try:
+        assert ssh.cmd("cat /root/moved").strip() == "before-migration"
+        ssh.cmd("echo after-migration >> /root/moved && sync")
+        assert ssh.cmd("tail -1 /root/moved").strip() == "after-migration"
+    finally:
+        ssh.close()
+
+
+def test_graceful_destroy_is_the_guest_powering_off(debian_vm: virtlib.BaseVM) -> None:
+    assert isinstance(debian_vm, LibvirtVM)
+    started = time.monotonic()
+    debian_vm.destroy(gracefully=True)
+    print(f"Debian guest: graceful destroy in {time.monotonic() - started:.1f} s")
+    assert debian_vm.stop_reason == "shutdown"  # systemd powered it off; no hard destroy
+    assert debian_vm.is_dead()
