@@ -28,13 +28,16 @@ def test_reboot_of_a_guest_that_does_not_go_down(vm_factory: VMFactory) -> None:
 
 
 def test_send_string_types_on_the_keyboard(vm: virtlib.BaseVM) -> None:
-    """Keys arrive on the guest's keyboard (tty1), not the serial line (ctrl-alt-delete
-    rebooting is in the contract suite)."""
+    """Keys arrive on the guest's keyboard (the foreground virtual terminal), not the serial
+    line (ctrl-alt-delete rebooting is in the contract suite). tty1 has a getty reading it, so
+    the test reads tty2 in the foreground."""
     console = serial(vm)
-    console.cmd("(head -n 1 /dev/tty1 > /tmp/typed) >/dev/null 2>&1 &")
+    console.cmd("chvt 2")
+    console.cmd("(head -n 1 /dev/tty2 > /tmp/typed) >/dev/null 2>&1 &")
     vm.send_string("Hello World-42")
     vm.send_key("ret")
     assert wait_for(lambda: console.cmd("cat /tmp/typed").strip() == "Hello World-42", 10)
+    console.cmd("chvt 1")
     with pytest.raises(virtlib.VMParamsError):
         vm.send_key("ctrl-nosuchkey")
 

@@ -17,6 +17,7 @@ from virtlib.backends.libvirt import migration
 from virtlib.backends.libvirt.netns import RANGE, SLOTS, NetworkLink
 from virtlib.backends.libvirt.sshd import SshFiles
 from virtlib.errors import VMMigrateProtoUnsupportedError, VMParamsError
+from virtlib.params import Params
 from virtlib.sessions import tunnel
 from virtlib.transfer.sshproc import Endpoint, ssh_argv
 
@@ -142,7 +143,7 @@ def test_data_channel_and_listen_address_of_each_mode() -> None:
 
 
 def test_params_leave_out_what_a_mode_does_not_use() -> None:
-    vm: Any = SimpleNamespace(spec=SimpleNamespace(migration_bandwidth_mib=0))
+    vm: Any = SimpleNamespace(name="vm1", params=Params(), root_dir="")
     tunnelled = migration._migration_params(vm, "<domain/>", "", "", [])
     assert tunnelled == {libvirt.VIR_MIGRATE_PARAM_DEST_XML: "<domain/>"}
     direct = migration._migration_params(vm, "<domain/>", "tcp://198.18.0.6", "198.18.0.6", [])
