@@ -162,9 +162,9 @@ def _restart(vm: LibvirtVM, state: VMState, snap: Snapshot, alive: bool) -> None
     tree = state.snapshot_tree.reverted_to(snap.name)
     target = with_disks(state, files, tree, (*state.owned_files, *(o[0] for o in overlays)))
     try:
-        xml = domxml.render(vm.design(target))
         for overlay, backing, fmt in overlays:
             create_overlay(backing, overlay, fmt, OVERLAY_FORMAT)
+        xml = domxml.render(vm.design(target))
     except (ImageError, VMError) as exc:
         storage.remove_files(host, [o[0] for o in overlays])
         raise VMSnapshotRevertError(vm.name, snap.name, f"{exc}; {how}") from exc
