@@ -77,6 +77,7 @@ def revert(vm: LibvirtVM, name: str) -> None:
         _restart(vm, state, snap, alive)
     vm.stop_reason = ""
     vm.note_on_console(f"reverted to snapshot {name!r}")
+    vm._scan_for_crashes_from_now()
     if snap.state == RUNNING and snap.memory:
         sync_clock(vm)
     log.info("%s: reverted to snapshot %r", vm.name, name)
@@ -128,12 +129,13 @@ def _in_place(vm: LibvirtVM, state: VMState, snap: Snapshot) -> None:
 
 def _by_libvirt(vm: LibvirtVM, state: VMState, snap: Snapshot) -> None:
     guest = vm.guest()
+    targets = {d.name: d.target for d in active_disks(vm, state) if d.writable}
     guest.snapshot_revert(snap.name, snap.state == PAUSED, _failed(vm, snap.name))
     live = snapshot_xml.live_disks(guest.xml())
     files = {
-        d.name: (live[d.target].source, live[d.target].format)
-        for d in active_disks(vm, state)
-        if d.writable and d.target in live
+        name: (live[target].source, live[target].format)
+        for name, target in targets.items()
+        if target in live
     }
     known = set(state.owned_files) | {d.path for s in state.snapshots for d in s.disks}
     made = tuple(path for path, _ in files.values() if path not in known)

@@ -550,12 +550,13 @@ def _native_delete_applies(vm: LibvirtVM, state: VMState, snap: Snapshot) -> boo
 def _delete_external_natively(vm: LibvirtVM, state: VMState, guest: Guest, snap: Snapshot) -> None:
     """libvirt commits the overlays into the images below them and removes them; the VM's
     disks are then those images again (read back from the live domain)."""
+    targets = {d.name: d.target for d in active_disks(vm, state) if d.writable}
     guest.snapshot_delete(snap.name, False, _failure(vm, snap.name))
     live = snapshot_xml.live_disks(guest.xml())
     files = {
-        d.name: (live[d.target].source, live[d.target].format)
-        for d in active_disks(vm, state)
-        if d.target in live and d.writable
+        name: (live[target].source, live[target].format)
+        for name, target in targets.items()
+        if target in live
     }
     storage.remove_files(vm.host, [snap.memory_file] if snap.memory_file else [])
     gone = {f for f in snap.files if not _exists(vm, f)} | {snap.memory_file}
