@@ -112,7 +112,7 @@ class Keeper:
     in_use: bool = False
     checkpointed: bool = False
     params: dict[str, str] = field(default_factory=dict)
-    #: What the last request cost and how ("boot", "checkpoint" or "revert").
+    #: How the last request was served ("boot" or "revert") and what it cost (seconds).
     last: tuple[str, float] = ("", 0.0)
 
     def take(self) -> BaseVM:
@@ -129,7 +129,7 @@ class Keeper:
                 log.warning("%s: no revert to its checkpoint (%s); booting it again",
                             self.vm.name, exc)  # fmt: skip
         vm = self._boot()
-        self.last = ("checkpoint" if self.checkpointed else "boot", time.monotonic() - started)
+        self.last = ("boot", time.monotonic() - started)
         return vm
 
     def _revert(self, vm: BaseVM) -> None:
