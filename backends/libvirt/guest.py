@@ -338,6 +338,14 @@ class Guest:
         found = self._call("list the snapshots of", lambda: self.dom.listAllSnapshots(0))
         return [str(snap.getName()) for snap in found]
 
+    def snapshot_xml(self, name: str) -> str:
+        """libvirt's record of one snapshot (its XML)."""
+        return str(
+            self._call(
+                "read a snapshot of", lambda: self.dom.snapshotLookupByName(name, 0).getXMLDesc(0)
+            )
+        )
+
     def snapshot_delete(self, name: str, metadata_only: bool, refused: Refusal) -> None:
         """Delete a snapshot (its data too, unless ``metadata_only``); children are kept."""
         flags = libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY if metadata_only else 0

@@ -30,16 +30,15 @@ import uuid as uuidlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from virtlib.backends.libvirt import domxml, snapshot_xml, storage
+from virtlib.backends.libvirt import domxml, storage
 from virtlib.backends.libvirt.host import Host, is_local_uri
 from virtlib.backends.libvirt.snapshots import (
     EXTERNAL_REVERT_VERSION,
     OVERLAY_FORMAT,
-    active_disks,
     give_records_to_libvirt,
     memory_dir,
     new_overlay_path,
-    redefine_xml,
+    running_disks,
     state_of,
     with_disks,
     write_state,
@@ -88,7 +87,7 @@ def _failed(vm: LibvirtVM, name: str, how: str = "the VM runs as before") -> Ref
 
 
 def _runs_on_its_images(vm: LibvirtVM, state: VMState, snap: Snapshot) -> bool:
-    active = {d.name: d.path for d in active_disks(vm, state)}
+    active = {d.name: d.path for d in running_disks(vm.guest(), state)[0]}
     return bool(snap.disks) and all(active.get(d.name) == d.path for d in snap.disks)
 
 
@@ -121,22 +120,16 @@ def _in_place(vm: LibvirtVM, state: VMState, snap: Snapshot) -> None:
             guest.resume()
     new = state.with_snapshots(state.snapshot_tree.reverted_to(snap.name), state.owned_files)
     write_state(vm, new, guest)
-    try:
-        guest.snapshot_redefine(redefine_xml(vm, new, snap), True, _failed(vm, snap.name))
+    try:  # libvirt's own record again, now marked current
+        guest.snapshot_redefine(guest.snapshot_xml(snap.name), True, _failed(vm, snap.name))
     except VMError as exc:  # only libvirt's idea of "current" is stale
         log.debug("%s: libvirt's current snapshot not updated: %s", vm.name, exc)
 
 
 def _by_libvirt(vm: LibvirtVM, state: VMState, snap: Snapshot) -> None:
     guest = vm.guest()
-    targets = {d.name: d.target for d in active_disks(vm, state) if d.writable}
     guest.snapshot_revert(snap.name, snap.state == PAUSED, _failed(vm, snap.name))
-    live = snapshot_xml.live_disks(guest.xml())
-    files = {
-        name: (live[target].source, live[target].format)
-        for name, target in targets.items()
-        if target in live
-    }
+    files = {d.name: (d.path, d.format) for d in running_disks(guest, state)[0] if d.writable}
     known = set(state.owned_files) | {d.path for s in state.snapshots for d in s.disks}
     made = tuple(path for path, _ in files.values() if path not in known)
     tree = state.snapshot_tree.reverted_to(snap.name)

@@ -93,28 +93,33 @@ def render(config: SnapshotConfig) -> str:
 
 
 @dataclass(frozen=True)
-class LiveDisk:
-    """A disk of a running domain as libvirt reports it: the file it writes to now."""
+class DiskElement:
+    """A ``<disk>`` of domain XML (a running domain's, or a designed one)."""
 
     target: str
-    source: str
+    source: str  # the file (or, for a raw device, the device) QEMU opens
     format: str
-    device: str = "disk"
+    device: str = "disk"  # or "cdrom"
+    readonly: bool = False
+    block: bool = False
 
 
-def live_disks(xml: str) -> dict[str, LiveDisk]:
-    """Target name -> the disk's current source file (file disks only), from domain XML."""
-    found: dict[str, LiveDisk] = {}
+def disk_elements(xml: str) -> list[DiskElement]:
+    """The disks and CD-ROMs of domain XML, in document order."""
+    found = []
     for disk in domxml.parse(xml).findall("devices/disk"):
         target = disk.find("target")
         source = disk.find("source")
-        if target is None or source is None or not source.get("file"):
-            continue
         driver = disk.find("driver")
-        found[target.get("dev", "")] = LiveDisk(
-            target.get("dev", ""),
-            source.get("file", ""),
-            driver.get("type", "raw") if driver is not None else "raw",
-            disk.get("device", "disk"),
+        path = (source.get("file") or source.get("dev") or "") if source is not None else ""
+        found.append(
+            DiskElement(
+                target=target.get("dev", "") if target is not None else "",
+                source=path,
+                format=driver.get("type", "raw") if driver is not None else "raw",
+                device=disk.get("device", "disk"),
+                readonly=disk.find("readonly") is not None,
+                block=disk.get("type") == "block",
+            )
         )
     return found

@@ -61,6 +61,7 @@ from virtlib.errors import (
 )
 from virtlib.registry import image_tool
 from virtlib.snapshot import Snapshot, SnapshotDisk, SnapshotTree
+from virtlib.spec import VMSpec
 from virtlib.state import VMState
 from virtlib.workdir import private_base
 
@@ -89,27 +90,26 @@ class ActiveDisk:
     block: bool
 
 
-def active_disks(vm: LibvirtVM, state: VMState) -> list[ActiveDisk]:
-    """The VM's disks (not CD-ROMs) in ``state``, as the designer places them."""
-    config = vm.design(state, check_resources=False)
-    found = []
-    for spec, disk in zip(state.spec.disks, config.disks, strict=False):
-        found.append(
-            ActiveDisk(
-                spec.name,
-                disk.target,
-                disk.source,
-                disk.format,
-                writable=not disk.readonly,
-                block=disk.block,
-            )
-        )
-    return found
+def disks_in(spec: VMSpec, xml: str) -> tuple[list[ActiveDisk], list[str]]:
+    """The VM's disks (by their names in params) and every disk and CD-ROM target, from
+    domain XML: the designer writes the disks in the order of ``images``, then CD-ROMs."""
+    elements = snapshot_xml.disk_elements(xml)
+    drives = [e for e in elements if e.device == "disk"]
+    disks = [
+        ActiveDisk(d.name, e.target, e.source, e.format, writable=not e.readonly, block=e.block)
+        for d, e in zip(spec.disks, drives, strict=False)
+    ]
+    return disks, [e.target for e in elements]
 
 
-def all_targets(vm: LibvirtVM, state: VMState) -> list[str]:
-    """Every disk and CD-ROM target of the domain (a snapshot names each one)."""
-    return [d.target for d in vm.design(state, check_resources=False).disks]
+def running_disks(guest: Guest, state: VMState) -> tuple[list[ActiveDisk], list[str]]:
+    """The running domain's disks: what QEMU has open now (one call, no design)."""
+    return disks_in(state.spec, guest.xml())
+
+
+def designed_disks(vm: LibvirtVM, state: VMState) -> list[ActiveDisk]:
+    """The disks a domain designed from ``state`` would have (the domain may be gone)."""
+    return disks_in(state.spec, domxml.render(vm.design(state, check_resources=False)))[0]
 
 
 def point_disk(params: dict[str, str], disk: str, path: str, fmt: str = OVERLAY_FORMAT) -> None:
@@ -184,18 +184,22 @@ def write_state(vm: LibvirtVM, state: VMState, guest: Guest | None = None) -> No
 
 
 def redefine_xml(vm: LibvirtVM, state: VMState, snap: Snapshot) -> str:
-    """libvirt's record of ``snap`` (for REDEFINE): what libvirt wrote when it took it."""
-    targets = {d.name: d.target for d in active_disks(vm, state_at(state, snap))}
-    by_target = {targets[d.name]: d for d in snap.disks if d.name in targets}
+    """libvirt's record of ``snap`` (for REDEFINE): what libvirt wrote when it took it,
+    with the domain designed from the VM's state then."""
+    then = state_at(state, snap)
+    domain = domxml.render(vm.design(then, check_resources=False))
+    disks_then, targets = disks_in(then.spec, domain)
+    names = {d.target: d.name for d in disks_then}
+    kept = {d.name for d in snap.disks}
     disks = []
-    for target in all_targets(vm, state_at(state, snap)):
-        disk = by_target.get(target)
-        if disk is None:
+    for target in targets:
+        name = names.get(target, "")
+        if name not in kept:
             disks.append(snapshot_xml.DiskSnapshotConfig(target, snapshot_xml.NO))
         elif snap.internal:
             disks.append(snapshot_xml.DiskSnapshotConfig(target, snapshot_xml.INTERNAL))
         else:
-            overlay = overlay_of(snap, disk.name)
+            overlay = overlay_of(snap, name)
             disks.append(snapshot_xml.DiskSnapshotConfig(target, snapshot_xml.EXTERNAL, overlay))
     memory = snapshot_xml.NO
     if snap.memory:
@@ -209,7 +213,7 @@ def redefine_xml(vm: LibvirtVM, state: VMState, snap: Snapshot) -> str:
         state=snap.state if snap.memory else "disk-snapshot",
         created=int(snap.created),
         parent=snap.parent or "",
-        domain=domxml.render(vm.design(state_at(state, snap), check_resources=False)),
+        domain=domain,
     )
     return snapshot_xml.render(config)
 
@@ -288,7 +292,7 @@ def create(
                               f"not {description!r}")  # fmt: skip
     guest = _running_guest(vm, name)
     paused = guest.state().paused
-    disks = active_disks(vm, state)
+    disks, targets = running_disks(guest, state)
     with_memory = memory and not disk_only
     chosen = _choose_kind(vm, name, kind, with_memory, disks, tree)
     record = Snapshot(
@@ -301,7 +305,6 @@ def create(
         state=core.PAUSED if paused else core.RUNNING,
         disks=tuple(SnapshotDisk(d.name, d.path, d.format) for d in disks if d.writable),
     )
-    targets = all_targets(vm, state)
     if chosen == core.INTERNAL:
         return _create_internal(vm, state, guest, record, targets, disks)
     return _create_external(vm, state, guest, record, targets, disks)
@@ -500,7 +503,7 @@ def _delete_one(vm: LibvirtVM, name: str) -> None:
     if snap.internal:
         _delete_internal(vm, guest, snap, name in known)
         write_state(vm, state.with_snapshots(tree.without(name), state.owned_files), guest)
-    elif guest is not None and name in known and _native_delete_applies(vm, state, snap):
+    elif guest is not None and name in known and _native_delete_applies(vm, guest, state, snap):
         _delete_external_natively(vm, state, guest, snap)
     else:
         if guest is not None and name in known:
@@ -536,28 +539,22 @@ def delete_internal_offline(vm: LibvirtVM, path: str, name: str) -> None:
         raise VMSnapshotError(vm.name, name, f"cannot delete it from {path}: {exc}") from exc
 
 
-def _native_delete_applies(vm: LibvirtVM, state: VMState, snap: Snapshot) -> bool:
+def _native_delete_applies(vm: LibvirtVM, guest: Guest, state: VMState, snap: Snapshot) -> bool:
     """libvirt can merge it away: a version that deletes external snapshots, a leaf whose
     overlays are the disks the VM writes to now."""
     if not snap.overlays or state.snapshot_tree.children(snap.name):
         return False
     if vm.host.versions()[0] < EXTERNAL_DELETE_VERSION:
         return False
-    active = {d.name: d.path for d in active_disks(vm, state)}
+    active = {d.name: d.path for d in running_disks(guest, state)[0]}
     return all(active.get(o.disk) == o.overlay for o in snap.overlays)
 
 
 def _delete_external_natively(vm: LibvirtVM, state: VMState, guest: Guest, snap: Snapshot) -> None:
     """libvirt commits the overlays into the images below them and removes them; the VM's
     disks are then those images again (read back from the live domain)."""
-    targets = {d.name: d.target for d in active_disks(vm, state) if d.writable}
     guest.snapshot_delete(snap.name, False, _failure(vm, snap.name))
-    live = snapshot_xml.live_disks(guest.xml())
-    files = {
-        name: (live[target].source, live[target].format)
-        for name, target in targets.items()
-        if target in live
-    }
+    files = {d.name: (d.path, d.format) for d in running_disks(guest, state)[0] if d.writable}
     storage.remove_files(vm.host, [snap.memory_file] if snap.memory_file else [])
     gone = {f for f in snap.files if not _exists(vm, f)} | {snap.memory_file}
     owned = tuple(f for f in state.owned_files if f not in gone)
@@ -583,7 +580,7 @@ def after_stop(vm: LibvirtVM, state: VMState) -> None:
                     delete_internal_offline(vm, disk.path, snap.name)
                 except VMSnapshotError as exc:
                     log.warning("%s: %s", vm.name, exc)
-    active = {d.name: d.path for d in active_disks_quiet(vm, state)}
+    active = {d.name: d.path for d in designed_disks_quiet(vm, state)}
     for spec_disk in state.spec.disks:
         base = _original_image(state, spec_disk.name)
         top = active.get(spec_disk.name, "")
@@ -595,9 +592,9 @@ def after_stop(vm: LibvirtVM, state: VMState) -> None:
                             vm.name, top, base, exc)  # fmt: skip
 
 
-def active_disks_quiet(vm: LibvirtVM, state: VMState) -> list[ActiveDisk]:
+def designed_disks_quiet(vm: LibvirtVM, state: VMState) -> list[ActiveDisk]:
     try:
-        return active_disks(vm, state)
+        return designed_disks(vm, state)
     except VMError as exc:
         log.warning("%s: cannot tell the VM's disks: %s", vm.name, exc)
         return []

@@ -245,15 +245,40 @@ def test_redefinition_xml_carries_the_domain(schema: etree.RelaxNG) -> None:
     assert root.find("domain") is not None
 
 
-def test_live_disks_are_read_from_domain_xml() -> None:
+def test_disks_are_read_from_domain_xml_in_order() -> None:
     xml = """<domain><devices>
       <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
         <source file='/i/top.qcow2' index='2'/><target dev='vda' bus='virtio'/></disk>
       <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>
-        <source file='/i/seed.iso'/><target dev='hdc' bus='ide'/></disk>
+        <source file='/i/seed.iso'/><target dev='hdc' bus='ide'/><readonly/></disk>
       <disk type='block' device='disk'><source dev='/dev/sdz'/><target dev='vdb'/></disk>
     </devices></domain>"""
-    disks = snapshot_xml.live_disks(xml)
-    assert sorted(disks) == ["hdc", "vda"]
-    assert (disks["vda"].source, disks["vda"].format) == ("/i/top.qcow2", "qcow2")
-    assert disks["hdc"].device == "cdrom"
+    disks = snapshot_xml.disk_elements(xml)
+    assert [d.target for d in disks] == ["vda", "hdc", "vdb"]
+    assert (disks[0].source, disks[0].format, disks[0].readonly) == ("/i/top.qcow2", "qcow2", False)
+    assert (disks[1].device, disks[1].readonly) == ("cdrom", True)
+    assert (disks[2].source, disks[2].block, disks[2].format) == ("/dev/sdz", True, "raw")
+
+
+def test_the_vms_disks_are_named_from_params_in_designer_order() -> None:
+    from virtlib.backends.libvirt.snapshots import disks_in
+    from virtlib.spec import VMSpec
+
+    spec = VMSpec.from_params(
+        "vm1",
+        virtlib.Params(images="root data", image_name_root="/i/root", image_name_data="/i/data"),
+        "/",
+    )
+    xml = """<domain><devices>
+      <disk device='disk'><driver type='qcow2'/><source file='/i/root.snap-x.qcow2'/>
+        <target dev='vda'/></disk>
+      <disk device='cdrom'><source file='/i/seed.iso'/><target dev='hdc'/><readonly/></disk>
+      <disk device='disk'><driver type='qcow2'/><source file='/i/data.qcow2'/>
+        <target dev='vdb'/><readonly/></disk>
+    </devices></domain>"""
+    disks, targets = disks_in(spec, xml)
+    assert [(d.name, d.target, d.path, d.writable) for d in disks] == [
+        ("root", "vda", "/i/root.snap-x.qcow2", True),
+        ("data", "vdb", "/i/data.qcow2", False),
+    ]
+    assert targets == ["vda", "hdc", "vdb"]
