@@ -116,8 +116,8 @@ def point_disk(params: dict[str, str], disk: str, path: str, fmt: str = OVERLAY_
     """Make disk ``disk`` of ``params`` use the image ``path`` (a file virtlib made, or the
     one a snapshot lives in): nothing to create, remove or put an overlay over."""
     suffix = f".{fmt}"
-    if not path.endswith(suffix):
-        raise VMSnapshotError(params.get("name", ""), "", f"{path} does not end in {suffix}")
+    if not path.endswith(suffix):  # image_name gets the format appended: it must be there
+        raise VMError(f"disk {disk!r}: {path} cannot be named by image_name (no {suffix})")
     params[f"image_name_{disk}"] = path[: -len(suffix)]
     params[f"image_format_{disk}"] = fmt
     for key in ("image_raw_device", "image_snapshot", "create_image", "remove_image"):

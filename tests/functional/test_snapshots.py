@@ -254,3 +254,17 @@ def test_an_adopting_process_sees_the_snapshots_and_destroy_removes_them(
     other.destroy(gracefully=False)
     assert not Path(snap.memory_file).exists()
     assert not list(memory_dir().glob(f"{vm.name}-*"))
+
+
+def test_save_and_restore_keep_the_snapshots(disk_vm: virtlib.BaseVM, tmp_path: Path) -> None:
+    vm = disk_vm
+    before(vm, "first_")
+    vm.create_snapshot("kept")
+    saved = tmp_path / "vm.state"
+    vm.save_to_file(str(saved))
+    vm.restore_from_file(str(saved))  # libvirt forgot the snapshot with the stopped QEMU
+    assert libvirt_snapshots(vm) == ["kept"] and [s.name for s in vm.list_snapshots()] == ["kept"]
+    after(vm, "second")
+    vm.revert_snapshot("kept")
+    assert_back_at_snapshot(vm)
+    assert disk_says(vm) == "first_"

@@ -282,3 +282,41 @@ def test_the_vms_disks_are_named_from_params_in_designer_order() -> None:
         ("data", "vdb", "/i/data.qcow2", False),
     ]
     assert targets == ["vda", "hdc", "vdb"]
+
+
+# --- the VM's state after a snapshot moved its disks ------------------------------------------
+def test_with_disks_points_the_disk_at_the_new_file_and_keeps_remove_image() -> None:
+    from virtlib.backends.libvirt.snapshots import state_at, with_disks
+
+    state = VMState.designed(
+        "vm1",
+        {"images": "d1", "image_name_d1": "/i/d1", "remove_image_d1": "yes", "mem": "256"},
+        "/",
+        instance="i-1",
+        uri="qemu:///system",
+        uuid="u",
+        allocations=Allocations(),
+    )
+    tree = SnapshotTree(vm="vm1").added(
+        snap("s1", kind="external", disks=(SnapshotDisk("d1", "/i/d1.qcow2"),))
+    )
+    moved = with_disks(state, {"d1": ("/i/d1.snap-s1-x.qcow2", "qcow2")}, tree, ("/m/s1.mem",))
+    disk = moved.spec.disks[0]
+    assert str(disk.path) == "/i/d1.snap-s1-x.qcow2" and disk.format == "qcow2"
+    assert not disk.remove and not disk.create
+    # the image remove_image would have removed goes with the VM still, as an owned file
+    assert moved.owned_files == ("/m/s1.mem", "/i/d1.qcow2")
+    assert moved.snapshots == tree.snapshots and moved.current_snapshot == "s1"
+    assert (moved.instance, moved.uuid, moved.uri) == (state.instance, state.uuid, state.uri)
+    back = state_at(moved, tree.get("s1"))
+    assert str(back.spec.disks[0].path) == "/i/d1.qcow2" and back.snapshots == ()
+
+
+def test_a_file_that_is_not_of_its_format_is_refused() -> None:
+    from virtlib.backends.libvirt.snapshots import point_disk
+
+    params: dict[str, str] = {}
+    point_disk(params, "d1", "/i/x.qcow2")
+    assert params["image_name_d1"] == "/i/x" and params["image_snapshot_d1"] == "no"
+    with pytest.raises(VMError, match=r"'d1'.*no \.qcow2"):
+        point_disk(params, "d1", "/i/x.raw")
