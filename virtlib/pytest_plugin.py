@@ -59,8 +59,8 @@ if TYPE_CHECKING:
 
 DEFAULT_URI = "qemu:///system"
 SPREADS = ("worker", "round-robin")
-ENV_NAME_PREFIX = "VIRTLIB_NAME_PREFIX"
-DEFAULT_NAME_PREFIX = "vt"
+ENV_NAME_PREFIX = "VIRTLIB_TEST_NAME_PREFIX"  # the contract suite's too
+DEFAULT_NAME_PREFIX = "vt-"
 LOGIN_TIMEOUT = 120.0
 FIXTURES_NEEDING_A_HOST = frozenset({"vm", "vm_factory", "libvirt_host"})
 
@@ -128,7 +128,8 @@ class Plan:
         return uri
 
     def vm_name(self, name: str) -> str:
-        return f"{self.name_prefix}-{self.worker.id}-{name or 'vm'}-{random_string(6)}"
+        prefix = self.name_prefix if self.name_prefix.endswith("-") else f"{self.name_prefix}-"
+        return f"{prefix}{self.worker.id}-{name or 'vm'}-{random_string(6)}"
 
     def scratch(self) -> Path:
         """The session's directory for scratch disks (made on first use)."""
@@ -231,7 +232,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--virtlib-name-prefix",
         default=os.environ.get(ENV_NAME_PREFIX, DEFAULT_NAME_PREFIX),
         metavar="PREFIX",
-        help=f"VM names start with PREFIX-<worker>- (default ${ENV_NAME_PREFIX}, else "
+        help=f"VM names start with PREFIX<worker>- (default ${ENV_NAME_PREFIX}, else "
         f"{DEFAULT_NAME_PREFIX})",
     )
 
