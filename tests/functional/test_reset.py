@@ -7,10 +7,14 @@ processes, a kernel oops, a panic, a poweroff, a destroy, a paused VM.  The cons
 shows no new boot: the same logged-in shell comes back every time (a restore, not a
 reboot).
 
-Tests run in any order and under xdist: what is compared is per worker.
+Tests run in any order and under xdist: what is compared is per worker.  The last test
+runs small pytest sessions to show that ``--virtlib-reset`` chooses.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 from functional_support import VMFactory
@@ -18,10 +22,12 @@ from functional_support import VMFactory
 import virtlib
 from virtlib.waiting import wait_for
 
+pytest_plugins = ["pytester"]
+
 MARKER = "/root/left-by-an-earlier-test"
 LOGIN_PROMPT = "virtlib-guest login:"
 #: worker id -> the VM and how many login prompts its console had, as the first test saw
-SEEN: dict[str, tuple[str, str]] = {}
+SEEN: dict[str, tuple[str, int]] = {}
 
 
 def serial(vm: virtlib.BaseVM) -> virtlib.ShellSession:
@@ -102,3 +108,40 @@ def test_reset_by_hand_on_vm_factory(vm_factory: VMFactory) -> None:
     assert serial(second).cmd_status(f"test -e {MARKER}") != 0
     with pytest.raises(ValueError, match="reset"):
         vm_factory(reset="sometimes")
+
+
+INNER = """
+import json, pathlib
+
+def record(vm, name):
+    path = pathlib.Path({records!r}) / (name + ".json")
+    path.write_text(json.dumps({{"vm": vm.name, "logins": vm.serial_console.get_output().count(
+        "virtlib-guest login:")}}))
+
+def test_one(vm):
+    record(vm, "one")
+    vm.serial_console.cmd("echo one > /root/one")
+
+def test_two(vm):
+    record(vm, "two")
+    assert vm.serial_console.cmd_status("test -e /root/one") != 0
+"""
+
+
+@pytest.mark.parametrize("mode", ["checkpoint", "boot"])
+def test_the_reset_option_chooses(
+    pytester: pytest.Pytester, tmp_path: Path, libvirt_host: str, mode: str
+) -> None:
+    records = tmp_path / "records"
+    records.mkdir()
+    pytester.makepyfile(test_inner=INNER.format(records=str(records)))
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--virtlib-uri", libvirt_host, "--virtlib-reset", mode,
+        timeout=300,
+    )  # fmt: skip
+    result.assert_outcomes(passed=2)
+    one, two = (json.loads((records / f"{n}.json").read_text()) for n in ("one", "two"))
+    if mode == "checkpoint":  # the same guest, not booted again
+        assert one == two
+    else:
+        assert one["vm"] != two["vm"]
