@@ -46,6 +46,9 @@ class SnapshotDisk:
     name: str
     path: str
     format: str = "qcow2"
+    #: The image outlives the VM (the user's own, not one made for or with it): destroy()
+    #: leaves it as if no snapshot had been taken.
+    survives: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ class Snapshot:
             "created": self.created,
             "parent": self.parent,
             "state": self.state,
-            "disks": [[d.name, d.path, d.format] for d in self.disks],
+            "disks": [[d.name, d.path, d.format, d.survives] for d in self.disks],
             "memory_file": self.memory_file,
             "overlays": [[o.disk, o.overlay] for o in self.overlays],
             "files": list(self.files),
@@ -126,7 +129,10 @@ class Snapshot:
                 created=float(data.get("created", 0.0)),
                 parent=str(data["parent"]) if data.get("parent") else None,
                 state=str(data.get("state", RUNNING)),
-                disks=tuple(SnapshotDisk(str(n), str(p), str(f)) for n, p, f in data["disks"]),
+                disks=tuple(
+                    SnapshotDisk(str(n), str(p), str(f), bool(rest and rest[0]))
+                    for n, p, f, *rest in data["disks"]
+                ),
                 memory_file=str(data.get("memory_file", "")),
                 overlays=tuple(
                     SnapshotOverlay(str(d), str(o)) for d, o in data.get("overlays", ())

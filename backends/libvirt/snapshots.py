@@ -80,7 +80,8 @@ OVERLAY_FORMAT = "qcow2"
 # --- the VM's disks now --------------------------------------------------------------------
 @dataclass(frozen=True)
 class ActiveDisk:
-    """A disk of the VM as designed from its state: the file QEMU writes to now."""
+    """A disk of the VM in domain XML (the live domain's or a designed one): the file QEMU
+    writes to."""
 
     name: str  # its name in params (``images``)
     target: str  # libvirt's (vda)
@@ -303,11 +304,24 @@ def create(
         created=time.time(),
         parent=tree.current or None,
         state=core.PAUSED if paused else core.RUNNING,
-        disks=tuple(SnapshotDisk(d.name, d.path, d.format) for d in disks if d.writable),
+        disks=tuple(
+            SnapshotDisk(d.name, d.path, d.format, survives=_survives(state, d))
+            for d in disks
+            if d.writable
+        ),
     )
     if chosen == core.INTERNAL:
         return _create_internal(vm, state, guest, record, targets, disks)
     return _create_external(vm, state, guest, record, targets, disks)
+
+
+def _survives(state: VMState, disk: ActiveDisk) -> bool:
+    """Whether the image ``disk`` writes to outlives the VM: the disk's own image from params
+    (not a per-VM overlay over it), not removed with the VM, not a file virtlib made."""
+    spec = next((d for d in state.spec.disks if d.name == disk.name), None)
+    if spec is None or spec.remove or spec.raw_device:
+        return False
+    return disk.path == str(spec.path) and disk.path not in state.owned_files
 
 
 def _running_guest(vm: LibvirtVM, name: str) -> Guest:
@@ -610,14 +624,11 @@ def _original_image(state: VMState, disk: str) -> str:
 
 
 def _kept_images(vm: LibvirtVM, state: VMState) -> set[str]:
-    """Images the VM's snapshots touched that outlive destroy(): not virtlib's own files,
-    not under the VM's private directory (per-VM overlays), on this machine."""
+    """Images the VM's snapshots touched that outlive destroy() (on this machine)."""
     if not is_local_uri(vm.uri):
         return set()
-    owned = set(state.owned_files)
-    private = str(vm.workdir_if_made() or "\0")
-    paths = {d.path for s in state.snapshots for d in s.disks}
-    return {p for p in paths if p not in owned and not p.startswith(private) and Path(p).exists()}
+    paths = {d.path for s in state.snapshots for d in s.disks if d.survives}
+    return {p for p in paths if p not in state.owned_files and Path(p).exists()}
 
 
 __all__ = [

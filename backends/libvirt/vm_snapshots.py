@@ -13,8 +13,6 @@ from virtlib.backends.libvirt import snapshot_revert, snapshots
 from virtlib.vmsnapshots import SnapshotOperations
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from virtlib.backends.libvirt.domain import LibvirtVM
     from virtlib.backends.libvirt.guest import GuestState
     from virtlib.snapshot import Snapshot
@@ -71,7 +69,3 @@ class LibvirtSnapshots(SnapshotOperations):
         serial = self._vm()._serial
         if serial is not None:
             serial.buffer.mark(text)
-
-    def workdir_if_made(self) -> Path | None:
-        """The private directory, if this process made one (without making it)."""
-        return self._vm()._workdir

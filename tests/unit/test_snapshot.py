@@ -45,7 +45,7 @@ def test_snapshot_record_round_trips_through_json() -> None:
         created=1700000000.5,
         parent="s0",
         state="paused",
-        disks=(SnapshotDisk("d1", "/images/d1.qcow2", "qcow2"),),
+        disks=(SnapshotDisk("d1", "/images/d1.qcow2", "qcow2", survives=True),),
         memory_file="/run/virtlib/s1.mem",
         overlays=(SnapshotOverlay("d1", "/images/d1.snap-s1-abc.qcow2"),),
         files=("/run/virtlib/s1.mem", "/images/d1.snap-s1-abc.qcow2"),
@@ -53,6 +53,12 @@ def test_snapshot_record_round_trips_through_json() -> None:
     assert decode(encode([full])) == (full,)
     assert full.external and not full.internal and not full.disk_only
     assert full.created_text == "2023-11-14T22:13:20Z"
+
+
+def test_records_without_survives_read_as_not_surviving() -> None:
+    old = Snapshot("s0", disks=(SnapshotDisk("d1", "/i/d1.qcow2"),)).to_json()
+    old["disks"] = [d[:3] for d in old["disks"]]
+    assert Snapshot.from_json(old).disks[0].survives is False
 
 
 @pytest.mark.parametrize(
