@@ -39,21 +39,21 @@ class SnapshotOperations(VMCore):
         :raises VMSnapshotKindError: the VM cannot take that kind of snapshot.
         :raises VMNotSupportedError: the backend has no snapshots.
         """
-        raise VMNotSupportedError("snapshots", self.BACKEND)
+        raise VMNotSupportedError("create snapshot", self.BACKEND)
 
     def list_snapshots(self) -> list[Snapshot]:
         """The VM's snapshots, oldest first.
 
         :raises VMNotSupportedError: the backend has no snapshots.
         """
-        raise VMNotSupportedError("snapshots", self.BACKEND)
+        raise VMNotSupportedError("list snapshots", self.BACKEND)
 
     def current_snapshot(self) -> Snapshot | None:
         """The snapshot taken or reverted to last (None when there is none).
 
         :raises VMNotSupportedError: the backend has no snapshots.
         """
-        raise VMNotSupportedError("snapshots", self.BACKEND)
+        raise VMNotSupportedError("current snapshot", self.BACKEND)
 
     def revert_snapshot(self, name: str) -> None:
         """Bring the VM back to snapshot ``name``: its disks (and, when it holds memory, its
@@ -65,7 +65,7 @@ class SnapshotOperations(VMCore):
         :raises VMSnapshotRevertError: it failed; the VM is as it was.
         :raises VMNotSupportedError: the backend has no snapshots.
         """
-        raise VMNotSupportedError("snapshots", self.BACKEND)
+        raise VMNotSupportedError("revert snapshot", self.BACKEND)
 
     def delete_snapshot(self, name: str, children: bool = False) -> None:
         """Delete snapshot ``name`` and the files made for it that nothing needs any more.
@@ -76,4 +76,4 @@ class SnapshotOperations(VMCore):
         :raises VMSnapshotError: the backend failed; the snapshot is kept.
         :raises VMNotSupportedError: the backend has no snapshots.
         """
-        raise VMNotSupportedError("snapshots", self.BACKEND)
+        raise VMNotSupportedError("delete snapshot", self.BACKEND)
