@@ -157,6 +157,18 @@ class QemuImg:
             args.append("--shrink")
         self.run(*args, str(path), sign + check_size(size[len(sign) :]))
 
+    def delete_snapshot(self, path: Path, name: str) -> None:
+        """Delete the internal snapshot ``name`` of a qcow2 image no VM has open."""
+        _require(path)
+        self.run("snapshot", "-d", name, str(path))
+
+    def commit(self, top: Path, base: Path) -> None:
+        """Write the data of ``top`` and every overlay between it and ``base`` into ``base``
+        (images no VM has open); ``top`` stays as it is."""
+        _require(top)
+        _require(base)
+        self.run("commit", "-q", "-b", str(base), str(top))
+
 
 def _require(path: Path) -> None:
     if not path.exists():

@@ -39,6 +39,7 @@ from bench import (
     report,
     roundtrip,
     scale,
+    snapshots,
     xmlgen,
 )
 from bench.cleanup import sweep, virsh_list
@@ -54,6 +55,7 @@ BENCHES: dict[str, Callable[[Context], BenchResult]] = {
     "migration": migration.run,
     "scale": scale.run,
     "copy": copy.run,
+    "snapshots": snapshots.run,
 }
 
 

@@ -62,6 +62,10 @@ from virtlib.errors import (
     VMPortNotRedirectedError,
     VMPostCreateError,
     VMRebootError,
+    VMSnapshotError,
+    VMSnapshotKindError,
+    VMSnapshotNotFoundError,
+    VMSnapshotRevertError,
     VMStateError,
     VMStatusError,
     VMTimeoutError,
@@ -80,6 +84,7 @@ from virtlib.images import (
 from virtlib.params import Params
 from virtlib.registry import backend_class, known_backends, new_vm
 from virtlib.sessions.shell import ShellSession
+from virtlib.snapshot import Snapshot
 from virtlib.spec import VMSpec
 
 __version__ = "0.1.0"
@@ -107,6 +112,7 @@ __all__ = [
     "ShellSession",
     "ShellStatusError",
     "ShellTimeoutError",
+    "Snapshot",
     "TransferError",
     "VMAddressError",
     "VMAddressVerificationError",
@@ -139,6 +145,10 @@ __all__ = [
     "VMPortNotRedirectedError",
     "VMPostCreateError",
     "VMRebootError",
+    "VMSnapshotError",
+    "VMSnapshotKindError",
+    "VMSnapshotNotFoundError",
+    "VMSnapshotRevertError",
     "VMSpec",
     "VMStateError",
     "VMStatusError",

@@ -25,6 +25,7 @@ from virtlib.vmcore import RETRY_BANNER_MAX, RETRY_BANNER_STEP, RETRY_BANNER_TIM
 from virtlib.vmfiles import FileCopies
 from virtlib.vmlogin import RESTART_NETWORK_COMMAND
 from virtlib.vmqueries import KERNEL_LINE, GuestQueries, parse_memory_size
+from virtlib.vmsnapshots import SnapshotOperations
 from virtlib.vmtools import OptionalOperations
 
 __all__ = [
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 
-class BaseVM(FileCopies, GuestQueries, OptionalOperations):
+class BaseVM(FileCopies, GuestQueries, OptionalOperations, SnapshotOperations):
     """Base class for every hypervisor-specific VM.
 
     Public methods are consumed by tests; ``_protected`` ones by BaseVM and its
@@ -53,7 +54,8 @@ class BaseVM(FileCopies, GuestQueries, OptionalOperations):
     - :class:`~virtlib.vmfiles.FileCopies`: copies to and from the guest;
     - :class:`~virtlib.vmqueries.GuestQueries`: crashes, CPUs, memory, distribution, dmesg;
     - :class:`~virtlib.vmtools.OptionalOperations`: evidence, the guest agent, and the
-      operations tools use.
+      operations tools use;
+    - :class:`~virtlib.vmsnapshots.SnapshotOperations`: snapshots (optional).
     """
 
 

@@ -373,6 +373,40 @@ class VMAgentTimeoutError(VMAgentError, VMTimeoutError):
     """No guest agent answered in time: not installed, not started yet, or the guest hangs."""
 
 
+class VMSnapshotError(VMError):
+    """A snapshot operation failed or was refused; ``vm`` and ``snapshot`` name them and
+    ``reason`` says why.  The VM is left as it was."""
+
+    def __init__(self, vm: str, snapshot: str, reason: str) -> None:
+        VMError.__init__(self, vm, snapshot, reason)
+        self.vm = vm
+        self.snapshot = snapshot
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"snapshot {self.snapshot!r} of VM {self.vm!r}: {self.reason}"
+
+
+class VMSnapshotNotFoundError(VMSnapshotError):
+    """The VM has no snapshot of that name; ``known`` lists the ones it has."""
+
+    def __init__(self, vm: str, snapshot: str, known: Sequence[str] = ()) -> None:
+        names = ", ".join(repr(n) for n in known) if known else "none"
+        VMSnapshotError.__init__(self, vm, snapshot, f"no such snapshot (the VM has: {names})")
+        self.args = (vm, snapshot, tuple(known))
+        self.known = tuple(known)
+
+
+class VMSnapshotKindError(VMSnapshotError):
+    """The VM cannot take a snapshot of that kind (e.g. an internal snapshot of a guest
+    without qcow2 disks, a snapshot of a VM that is not running)."""
+
+
+class VMSnapshotRevertError(VMSnapshotError):
+    """Going back to a snapshot failed; the VM runs as it did before the attempt
+    (``reason`` says so when that was not possible)."""
+
+
 class ImageError(VMError):
     """An image operation (qemu-img) failed."""
 

@@ -1,9 +1,16 @@
 """pytest plugin (entry point ``pytest11``): libvirt hosts, bundled-guest VMs, and cleanup.
 
 Options: ``--virtlib-uri URI`` (repeatable; default ``qemu:///system``),
-``--virtlib-spread worker|round-robin``, ``--virtlib-params FILE`` and
-``--virtlib-require``.  Fixtures: ``libvirt_host``, ``virtlib_params``,
-``vm_factory``, ``vm``, ``second_host`` and ``networked_host``.  The marker ``virtlib`` skips a
+``--virtlib-spread worker|round-robin``, ``--virtlib-params FILE``,
+``--virtlib-require``, ``--virtlib-reset checkpoint|boot`` and
+``--virtlib-name-prefix``.  Fixtures: ``libvirt_host``, ``virtlib_params``,
+``vm_factory``, ``vm``, ``second_host`` and ``networked_host``.
+
+Reset (:mod:`virtlib.reset`): ``vm`` and ``vm_factory(..., reset="checkpoint")`` give
+each test a guest at a checkpoint taken once per worker after the first boot and
+login (earlier tests' changes gone, logged in on the serial console, SSH ready);
+such VMs are kept for the next test and destroyed at the end of the session.
+``--virtlib-reset boot`` boots a new guest for every test instead.  The marker ``virtlib`` skips a
 test (with the reason) when its hypervisor does not answer; tests using the
 fixtures get it automatically.  With ``--virtlib-require`` those skips are
 errors.
@@ -21,10 +28,12 @@ from every host; one that is not is destroyed and reported as an error.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import pytest
@@ -33,6 +42,15 @@ from virtlib import reservations
 from virtlib.errors import VMError
 from virtlib.params import Params
 from virtlib.registry import DEFAULT_VM_TYPE, backend_class
+from virtlib.reset import (
+    RESETS,
+    Keeper,
+    KeeperPool,
+    is_bundled_diskless,
+    scratch_directory,
+    scratch_disk_params,
+    wait_until_ready,
+)
 from virtlib.textutil import random_string
 
 if TYPE_CHECKING:
@@ -41,14 +59,19 @@ if TYPE_CHECKING:
 
 DEFAULT_URI = "qemu:///system"
 SPREADS = ("worker", "round-robin")
+ENV_NAME_PREFIX = "VIRTLIB_TEST_NAME_PREFIX"  # the contract suite's too
+DEFAULT_NAME_PREFIX = "vt-"
 LOGIN_TIMEOUT = 120.0
 FIXTURES_NEEDING_A_HOST = frozenset({"vm", "vm_factory", "libvirt_host"})
 
 
 class VMFactory(Protocol):
-    """``make(name="", start=True, **params) -> BaseVM``: the ``vm_factory`` fixture."""
+    """``make(name="", start=True, reset=None, **params) -> BaseVM``: the ``vm_factory``
+    fixture (``reset="checkpoint"``: a kept VM at its checkpoint, see the module)."""
 
-    def __call__(self, name: str = "", start: bool = True, **params: str) -> BaseVM: ...
+    def __call__(
+        self, name: str = "", start: bool = True, reset: str | None = None, **params: str
+    ) -> BaseVM: ...
 
 
 @dataclass(frozen=True)
@@ -79,7 +102,12 @@ class Plan:
     worker: Worker
     require: bool
     params: Params
+    reset: str = "checkpoint"
+    name_prefix: str = DEFAULT_NAME_PREFIX
     made: list[BaseVM] = field(default_factory=list)
+    kept: KeeperPool = field(default_factory=KeeperPool)
+    _scratch: Path | None = None
+    _scratch_context: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _turn: int = 0
     _problems: dict[str, str | None] = field(default_factory=dict)
 
@@ -100,7 +128,21 @@ class Plan:
         return uri
 
     def vm_name(self, name: str) -> str:
-        return f"vt-{self.worker.id}-{name or 'vm'}-{random_string(6)}"
+        prefix = self.name_prefix if self.name_prefix.endswith("-") else f"{self.name_prefix}-"
+        return f"{prefix}{self.worker.id}-{name or 'vm'}-{random_string(6)}"
+
+    def scratch(self) -> Path:
+        """The session's directory for scratch disks (made on first use)."""
+        if self._scratch is None:
+            self._scratch = self._scratch_context.enter_context(scratch_directory())
+        return self._scratch
+
+    def finish(self) -> list[str]:
+        """The session ends: kept VMs destroyed, the scratch directory removed; failures."""
+        failures = self.kept.destroy_all()
+        self._scratch_context.close()
+        self._scratch = None
+        return failures
 
     @property
     def vm_type(self) -> str:
@@ -178,6 +220,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="fail, instead of skipping, tests whose hypervisor is not usable",
     )
+    group.addoption(
+        "--virtlib-reset",
+        choices=RESETS,
+        default="checkpoint",
+        help="how the vm fixture (and vm_factory(reset='checkpoint')) gives each test a fresh "
+        "guest: checkpoint (default): revert a guest kept for the session to a checkpoint "
+        "taken after its first boot and login; boot: boot a new guest every time",
+    )
+    group.addoption(
+        "--virtlib-name-prefix",
+        default=os.environ.get(ENV_NAME_PREFIX, DEFAULT_NAME_PREFIX),
+        metavar="PREFIX",
+        help=f"VM names start with PREFIX<worker>- (default ${ENV_NAME_PREFIX}, else "
+        f"{DEFAULT_NAME_PREFIX})",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -198,6 +255,8 @@ def pytest_configure(config: pytest.Config) -> None:
         worker=worker,
         require=bool(config.getoption("virtlib_require")),
         params=params,
+        reset=config.getoption("virtlib_reset"),
+        name_prefix=config.getoption("virtlib_name_prefix"),
     )
     if worker.count > 1:
         # This worker's own MAC/port tables and ranges; exported for its child processes.
@@ -254,31 +313,62 @@ def virtlib_params(pytestconfig: pytest.Config) -> Params:
 
 @pytest.fixture
 def vm_factory(pytestconfig: pytest.Config, virtlib_params: Params) -> Iterator[VMFactory]:
-    """``make(name="", start=True, **params)``: a VM with a unique name on the next host.
+    """``make(name="", start=True, reset=None, **params)``: a VM with a unique name on the
+    next host.
 
-    Every VM made is destroyed after the test, whatever happened; a destroy that fails
-    is reported as an error of the test's teardown (the test's own result stays).
+    By default a new VM, destroyed after the test whatever happened; a destroy that fails
+    is reported as an error of the test's teardown (the test's own result stays).  With
+    ``reset="checkpoint"`` (unless ``--virtlib-reset boot``): a VM kept for the session,
+    at its checkpoint, logged in on the serial console and SSH ready (see virtlib.reset);
+    ``reset="boot"`` is the default.
     """
     import virtlib
 
     plan = pytestconfig.stash[PLAN]
     made: list[BaseVM] = []
+    taken: list[Keeper] = []
 
-    def make(name: str = "", start: bool = True, **params: str) -> BaseVM:
+    def params_for(name: str, params: dict[str, str]) -> Params:
         uri = params.pop("connect_uri", "") or plan.next_uri()
         plan.require_hosts([uri])
         vm_params = virtlib_params.copy()
         vm_params["connect_uri"] = uri
         vm_params.update(params)
+        return vm_params
+
+    def fresh(name: str, vm_params: Params) -> BaseVM:
         vm = virtlib.new_vm(plan.vm_name(name), vm_params)
-        made.append(vm)
         plan.made.append(vm)
+        return vm
+
+    def make(name: str = "", start: bool = True, reset: str | None = None, **params: str) -> BaseVM:
+        if reset not in (None, *RESETS):
+            raise ValueError(f"vm_factory: reset must be one of {', '.join(RESETS)}, not {reset!r}")
+        vm_params = params_for(name, params)
+        key = (("name", name), *sorted(vm_params.items()))
+        if reset is not None and is_bundled_diskless(vm_params):
+            vm_params.update(scratch_disk_params(plan.vm_name(name), plan.scratch()))
+        if reset == "checkpoint" and plan.reset == "checkpoint":
+            if not start:
+                raise ValueError("vm_factory: reset='checkpoint' gives a running VM (start=True)")
+            keeper = plan.kept.keeper(key, lambda: fresh(name, vm_params.copy()))
+            taken.append(keeper)
+            kept = keeper.take()
+            if keeper.last[0] == "boot":
+                _count_started(pytestconfig, plan.worker.id, vm_params["connect_uri"])
+            return kept
+        vm = fresh(name, vm_params)
+        made.append(vm)
         if start:
             vm.create()
-            _count_started(pytestconfig, plan.worker.id, uri)
+            _count_started(pytestconfig, plan.worker.id, vm_params["connect_uri"])
+            if reset is not None:  # the guest a checkpoint would give
+                wait_until_ready(vm)
         return vm
 
     yield make
+    for keeper in taken:
+        keeper.release()
     failures = []
     for vm in reversed(made):
         try:
@@ -291,10 +381,10 @@ def vm_factory(pytestconfig: pytest.Config, virtlib_params: Params) -> Iterator[
 
 @pytest.fixture
 def vm(vm_factory: VMFactory) -> BaseVM:
-    """A running bundled guest, logged in on its serial console (``vm.serial_console``)."""
-    machine = vm_factory()
-    machine.wait_for_serial_login(timeout=LOGIN_TIMEOUT)
-    return machine
+    """A running bundled guest, logged in on its serial console (``vm.serial_console``) and
+    SSH ready: a kept guest at its checkpoint (``--virtlib-reset checkpoint``, the default;
+    it has a small scratch disk, ``/dev/vda``) or a new boot (``boot``)."""
+    return vm_factory(reset="checkpoint")
 
 
 @pytest.fixture(scope="session")
@@ -332,7 +422,11 @@ def _second_host(plan: Plan, network: bool) -> Iterator[SecondHost]:
 def _virtlib_no_domains_left(pytestconfig: pytest.Config) -> Iterator[None]:
     """At the session's end no domain made by ``vm_factory`` may remain on any host."""
     yield
-    left = pytestconfig.stash[PLAN].leftovers()
+    plan = pytestconfig.stash[PLAN]
+    kept = plan.finish()
+    if kept:
+        pytest.fail("could not destroy the kept VMs: " + "; ".join(kept), pytrace=False)
+    left = plan.leftovers()
     if left:
         pytest.fail(
             "domains made by this session were still defined at its end (now destroyed): "

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from virtlib.params import Params
 from virtlib.reservations import WHOLE, Partition
+from virtlib.snapshot import Snapshot, SnapshotTree
 from virtlib.spec import VMSpec
 
 #: Params whose values are secrets: never written where other users can read them
@@ -94,6 +95,19 @@ class VMState:
     #: Files virtlib made for this VM outside its private directory (migration copies of
     #: its disks, ...): removed with the VM.
     owned_files: tuple[str, ...] = ()
+    #: The VM's snapshots (virtlib.snapshot) and the name of the current one ("" for none).
+    snapshots: tuple[Snapshot, ...] = ()
+    current_snapshot: str = ""
+
+    @property
+    def snapshot_tree(self) -> SnapshotTree:
+        return SnapshotTree(self.snapshots, self.current_snapshot, self.spec.name)
+
+    def with_snapshots(self, tree: SnapshotTree, owned_files: tuple[str, ...]) -> VMState:
+        """A new state holding ``tree`` and owning ``owned_files``."""
+        return self.replace(
+            snapshots=tree.snapshots, current_snapshot=tree.current, owned_files=owned_files
+        )
 
     def replace(self, **changes: object) -> VMState:
         """A new state with ``changes`` (the only way a state changes)."""

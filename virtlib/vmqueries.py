@@ -47,11 +47,25 @@ class GuestQueries(LoginOperations):
         if crash is not None:
             raise VMDeadKernelCrashError(crash.text)
 
+    #: Where the kernel-crash scan starts in the output of which console (a revert to a
+    #: snapshot leaves the crashes before it behind; a new console starts at 0).
+    _crash_scan_start: tuple[object, int] = (None, 0)
+
     def kernel_crash(self) -> KernelCrash | None:
-        """The first kernel crash report on the serial console so far (None without one)."""
-        if self.serial_console is None:
+        """The first kernel crash report on the serial console so far (since the last
+        snapshot revert; None without one)."""
+        console = self.serial_console
+        if console is None:
             return None
-        return find_crash(self.serial_console.get_output())
+        scanned, start = self._crash_scan_start
+        return find_crash(console.get_output()[start if scanned is console else 0 :])
+
+    def _scan_for_crashes_from_now(self) -> None:
+        """Backends call this after a revert: the guest's kernel is the snapshot's, and a
+        crash printed before it is no longer this guest's."""
+        console = self.serial_console
+        if console is not None:
+            self._crash_scan_start = (console, len(console.get_output()))
 
     def send_string(self, str: str) -> None:
         """Type a string on the VM's keyboard (letters, digits, spaces and US punctuation)."""

@@ -37,6 +37,7 @@ from virtlib.backends.libvirt import (
     inventory,
     metadata,
     migration,
+    snapshots,
     storage,
 )
 from virtlib.backends.libvirt.agent import LibvirtGuestAgent
@@ -52,6 +53,7 @@ from virtlib.backends.libvirt.lifecycle import (
     shutdown_gracefully,
     wait_for_crash_dump,
 )
+from virtlib.backends.libvirt.vm_snapshots import LibvirtSnapshots
 from virtlib.contract import BaseVM
 from virtlib.errors import (
     VMCreateError,
@@ -80,7 +82,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class LibvirtVM(BaseVM):
+class LibvirtVM(LibvirtSnapshots, BaseVM):
     """A VM run by libvirtd (``vm_type = libvirt``); see the module docstring."""
 
     BACKEND = "libvirt"
@@ -535,6 +537,7 @@ class LibvirtVM(BaseVM):
         try:
             self._stop_domain(gracefully)
         finally:
+            snapshots.after_stop(self, state)
             storage.remove_files(Host.get(state.uri), state.owned_files)
 
     def _stop_domain(self, gracefully: bool) -> None:
@@ -629,6 +632,7 @@ class LibvirtVM(BaseVM):
         self._image = self._boot_media(state.spec)[1] if state.spec.guest == BUNDLED else None
         self._trust_host_keys()
         self._attach_console(host, guest)
+        snapshots.give_records_to_libvirt(self, guest)
         guest.resume()
         self._note_started()
 

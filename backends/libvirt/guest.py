@@ -18,7 +18,14 @@ from typing import Any, TypeVar
 import libvirt
 import libvirt_qemu
 
-from virtlib.backends.libvirt.errors import ErrorFactory, message, translated
+from virtlib.backends.libvirt.errors import (
+    STATE_CODES,
+    TIMEOUT_CODES,
+    UNSUPPORTED_CODES,
+    ErrorFactory,
+    message,
+    translated,
+)
 from virtlib.errors import VMAgentError, VMAgentTimeoutError, VMError, VMNotFoundError
 
 T = TypeVar("T")
@@ -75,6 +82,21 @@ INTERFACE_SOURCES = (
     libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP,
 )
 IPV4 = libvirt.VIR_IP_ADDR_TYPE_IPV4
+#: libvirt errors of snapshot calls that are the snapshot being refused (or failing), not
+#: the connection or the domain being gone.
+SNAPSHOT_REFUSALS = (
+    UNSUPPORTED_CODES
+    | STATE_CODES
+    | TIMEOUT_CODES
+    | {
+        libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT,
+        libvirt.VIR_ERR_INVALID_DOMAIN_SNAPSHOT,
+        libvirt.VIR_ERR_SNAPSHOT_REVERT_RISKY,
+    }
+)
+HMP = libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP
+#: The refusal of a snapshot call, made from libvirt's message.
+Refusal = Callable[[str], VMError]
 
 
 @dataclass(frozen=True)
@@ -282,6 +304,96 @@ class Guest:
                     stream.abort()
                 raise
         return b"".join(chunks)
+
+    # --- snapshots and metadata ------------------------------------------------------------
+    def _snapshot_call(self, what: str, call: Callable[[], T], refused: Refusal) -> T:
+        """A snapshot call: refusals and failures become ``refused(libvirt's message)``."""
+
+        def factory(exc: libvirt.libvirtError) -> VMError:
+            return refused(message(exc))
+
+        overrides: dict[int, ErrorFactory] = dict.fromkeys(SNAPSHOT_REFUSALS, factory)
+        return self._call(what, call, overrides, default=factory)
+
+    def snapshot_create(self, xml: str, disk_only: bool, refused: Refusal) -> None:
+        """Take a snapshot (virDomainSnapshotCreateXML), atomically: all disks or none."""
+        flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
+        if disk_only:
+            flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
+        self._snapshot_call(
+            "take a snapshot of", lambda: self.dom.snapshotCreateXML(xml, flags), refused
+        )
+
+    def snapshot_redefine(self, xml: str, current: bool, refused: Refusal) -> None:
+        """Give libvirt the record of a snapshot that exists already (REDEFINE)."""
+        flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
+        if current:
+            flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT
+        self._snapshot_call(
+            "record a snapshot of", lambda: self.dom.snapshotCreateXML(xml, flags), refused
+        )
+
+    def snapshot_names(self) -> list[str]:
+        """The snapshots libvirt has a record of."""
+        found = self._call("list the snapshots of", lambda: self.dom.listAllSnapshots(0))
+        return [str(snap.getName()) for snap in found]
+
+    def snapshot_xml(self, name: str) -> str:
+        """libvirt's record of one snapshot (its XML)."""
+        return str(
+            self._call(
+                "read a snapshot of", lambda: self.dom.snapshotLookupByName(name, 0).getXMLDesc(0)
+            )
+        )
+
+    def snapshot_delete(self, name: str, metadata_only: bool, refused: Refusal) -> None:
+        """Delete a snapshot (its data too, unless ``metadata_only``); children are kept."""
+        flags = libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY if metadata_only else 0
+        self._snapshot_call(
+            "delete a snapshot of",
+            lambda: self.dom.snapshotLookupByName(name, 0).delete(flags),
+            refused,
+        )
+
+    def snapshot_revert(self, name: str, paused: bool, refused: Refusal) -> None:
+        """libvirt's own revert (virDomainRevertToSnapshot)."""
+        flags = (
+            libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED
+            if paused
+            else libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING
+        )
+        self._snapshot_call(
+            "revert",
+            lambda: self.dom.revertToSnapshot(self.dom.snapshotLookupByName(name, 0), flags),
+            refused,
+        )
+
+    def monitor_command(self, command: str, refused: Refusal) -> str:
+        """One human-monitor (HMP) command through libvirt-qemu; what QEMU answered.
+
+        libvirt marks the domain tainted (custom-monitor) in its log: only for what its
+        own API cannot do.
+        """
+        return str(
+            self._snapshot_call(
+                f"run {command.split(maxsplit=1)[0]!r} on",
+                lambda: libvirt_qemu.qemuMonitorCommand(self.dom, command, HMP),
+                refused,
+            )
+        )
+
+    def set_metadata(self, element: str, key: str, namespace: str) -> None:
+        """Replace the live domain's metadata element in ``namespace`` (virDomainSetMetadata)."""
+        self._call(
+            "write the metadata of",
+            lambda: self.dom.setMetadata(
+                libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                element,
+                key,
+                namespace,
+                libvirt.VIR_DOMAIN_AFFECT_LIVE,
+            ),
+        )
 
     # --- the guest agent -----------------------------------------------------------------
     def _agent_call(self, what: str, call: Callable[[], T]) -> T:

@@ -16,6 +16,7 @@ import json
 
 from lxml import etree
 
+from virtlib import snapshot
 from virtlib.backends.libvirt import domxml
 from virtlib.errors import VMError
 from virtlib.reservations import WHOLE, Partition
@@ -38,6 +39,10 @@ def encode(state: VMState) -> dict[str, str]:
     }
     if state.owned_files:
         values["owned_files"] = json.dumps(list(state.owned_files))
+    if state.snapshots:
+        values["snapshots"] = json.dumps(snapshot.encode(state.snapshots), sort_keys=True)
+    if state.current_snapshot:
+        values["current_snapshot"] = state.current_snapshot
     if not state.partition.whole:  # its reservations live in that partition's tables
         values["partition"] = f"{state.partition.index}/{state.partition.count}"
     return values
@@ -73,6 +78,7 @@ def decode(
     try:
         params: dict[str, str] = json.loads(values.get("params") or "{}")
         owned: list[str] = json.loads(values.get("owned_files") or "[]")
+        snapshots = snapshot.decode(json.loads(values.get("snapshots") or "[]"))
     except ValueError as exc:
         raise VMError(f"the virtlib metadata of {name!r} is damaged: {exc}") from None
     params.update(extra or {})
@@ -89,12 +95,23 @@ def decode(
         partition=partition,
         accel=values.get("accel", ""),
         owned_files=tuple(owned),
+        snapshots=snapshots,
+        current_snapshot=values.get("current_snapshot", ""),
     )
 
 
 def read(xml: str) -> dict[str, str]:
     """The virtlib metadata values of a domain document (empty when virtlib did not make it)."""
     return domxml.read_metadata(domxml.parse(xml))
+
+
+def element(state: VMState) -> str:
+    """The metadata of ``state`` as one element without a namespace, the form
+    virDomainSetMetadata takes (libvirt puts it into virtlib's namespace itself)."""
+    vm = etree.Element("vm")
+    for key, value in sorted(encode(state).items()):
+        etree.SubElement(vm, key).text = value
+    return str(etree.tostring(vm, encoding="unicode"))
 
 
 def write(root: etree._Element, state: VMState) -> None:

@@ -5,6 +5,12 @@
 destroys every VM after its test and checks at the session's end that none is
 left.  ``--virtlib-require`` (pyproject's addopts) makes a missing libvirtd a
 failure here, not a skip.
+
+Tests that take ``vm`` get the plugin's checkpoint reset (its default): one kept guest
+per worker, reverted to its checkpoint for each test in a fraction of a second instead
+of a boot (``--virtlib-reset boot`` gives them a new boot each, as before).  Tests that
+need a guest of their own -- a boot log from its first byte, a VM to destroy, migrate
+or give odd params -- use ``vm_factory()``.
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ def test_every_test_gets_its_vms_evidence_and_a_failure_more(
         "--virtlib-uri",
         libvirt_host,
         f"--junitxml={junit}",
+        "--virtlib-reset=boot",  # a guest of its own for each test: its log from the first byte
     )
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*virtlib evidence*", "*about to fail*", "virtlib artifacts: *"])

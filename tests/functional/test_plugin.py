@@ -9,6 +9,7 @@ something: creating a domain is enough where no login is needed.
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from virtlib.secondhost import SecondHost
 pytest_plugins = ["pytester"]
 
 INNER_TIMEOUT = 300
+#: The inner sessions' VM names start with it (they inherit $VIRTLIB_TEST_NAME_PREFIX).
+PREFIX = os.environ.get("VIRTLIB_TEST_NAME_PREFIX", "vt-")
 NO_HYPERVISOR = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
 
 # The inner sessions' conftest: a ``record`` fixture writing what a test saw to RECORDS.
@@ -109,7 +112,7 @@ def test_vm_boots_runs_commands_and_is_gone_afterwards(
     result.assert_outcomes(passed=1)
     [seen] = read_records(records)
     assert seen["uri"] == libvirt_host
-    assert seen["name"].startswith("vt-main-vm-")
+    assert seen["name"].startswith(f"{PREFIX}main-vm-")
     assert seen["name"] not in domain_names(libvirt_host)
 
 
@@ -146,8 +149,8 @@ def test_failing_tests_and_a_failing_destroy_leave_no_domain(
     for line in (
         "*AssertionError: this test fails on purpose",
         "*AssertionError: this test fails too",
-        "*vm_factory could not destroy: vt-main-stubborn-*: destroy is broken on purpose",
-        f"*still defined at its end (now destroyed): vt-main-stubborn-* on {libvirt_host}",
+        f"*vm_factory could not destroy: {PREFIX}main-stubborn-*: destroy is broken on purpose",
+        f"*still defined at its end (now destroyed): {PREFIX}main-stubborn-* on {libvirt_host}",
     ):
         result.stdout.fnmatch_lines([line])
     seen = read_records(records)
@@ -180,7 +183,7 @@ def test_xdist_workers_get_distinct_names_macs_and_ports(
     for worker, info in seen.items():
         index = int(worker[2:])
         low, high = Partition(index, 2).slice(*PORT_RANGE)
-        assert info["name"].startswith(f"vt-{worker}-vm-")
+        assert info["name"].startswith(f"{PREFIX}{worker}-vm-")
         assert info["mac"].startswith(f"52:54:00:{index:02x}:")
         assert low <= info["port"] <= high
         assert info["partition"] == f"{index}/2"
