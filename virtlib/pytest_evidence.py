@@ -134,7 +134,7 @@ def artifacts_root(config: pytest.Config) -> Path:
 def wants_display(item: pytest.Item) -> bool:
     """Whether the VMs of ``item`` should get a VNC display (read by the vm fixtures)."""
     return bool(
-        item.config.getoption("virtlib_screenshots")
+        item.config.getoption("virtlib_screenshots", default=False)
         or item.get_closest_marker("virtlib_screenshots")
     )
 

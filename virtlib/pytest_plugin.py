@@ -312,7 +312,9 @@ def virtlib_params(pytestconfig: pytest.Config) -> Params:
 
 
 @pytest.fixture
-def vm_factory(pytestconfig: pytest.Config, virtlib_params: Params) -> Iterator[VMFactory]:
+def vm_factory(
+    request: pytest.FixtureRequest, pytestconfig: pytest.Config, virtlib_params: Params
+) -> Iterator[VMFactory]:
     """``make(name="", start=True, reset=None, **params)``: a VM with a unique name on the
     next host.
 
@@ -320,9 +322,11 @@ def vm_factory(pytestconfig: pytest.Config, virtlib_params: Params) -> Iterator[
     is reported as an error of the test's teardown (the test's own result stays).  With
     ``reset="checkpoint"`` (unless ``--virtlib-reset boot``): a VM kept for the session,
     at its checkpoint, logged in on the serial console and SSH ready (see virtlib.reset);
-    ``reset="boot"`` is the default.
+    ``reset="boot"`` is the default.  Under ``--virtlib-screenshots`` (or the test's
+    ``virtlib_screenshots`` marker) VMs get ``display = vnc`` unless the test chose one.
     """
     import virtlib
+    from virtlib.pytest_evidence import wants_display
 
     plan = pytestconfig.stash[PLAN]
     made: list[BaseVM] = []
@@ -333,6 +337,8 @@ def vm_factory(pytestconfig: pytest.Config, virtlib_params: Params) -> Iterator[
         plan.require_hosts([uri])
         vm_params = virtlib_params.copy()
         vm_params["connect_uri"] = uri
+        if wants_display(request.node):
+            vm_params.setdefault("display", "vnc")
         vm_params.update(params)
         return vm_params
 

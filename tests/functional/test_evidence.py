@@ -122,3 +122,35 @@ def test_the_dump_option_writes_a_dump_within_its_cap(
     assert dump.is_file() and 0 < dump.stat().st_size <= cap_mib << 20
     # kdump-compressed (QEMU writes makedumpfile's flattened format), as crash(8) reads
     assert dump.read_bytes()[:12] in (b"makedumpfile", b"KDUMP       ")
+
+
+def test_the_screenshots_marker_gives_a_failing_test_a_picture(
+    pytester: pytest.Pytester, tmp_path: Path, libvirt_host: str
+) -> None:
+    artifacts = tmp_path / "artifacts"
+    result = run_inner(
+        pytester,
+        """
+        import pytest
+
+        @pytest.mark.virtlib_screenshots
+        def test_fails_with_a_display(vm_factory):
+            vm = vm_factory()
+            assert vm.params["display"] == "vnc"
+            vm.wait_for_serial_login().close()
+            assert False, "the test's own failure"
+
+        def test_fails_without(vm_factory):
+            vm = vm_factory()
+            assert "display" not in vm.params
+            assert False, "the test's own failure"
+        """,
+        artifacts,
+        "--virtlib-uri",
+        libvirt_host,
+    )
+    result.assert_outcomes(failed=2)
+    [with_display] = vm_dirs(artifacts, "test_fails_with_a_display")
+    assert (with_display / "screenshot.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    [without] = vm_dirs(artifacts, "test_fails_without")
+    assert not (without / "screenshot.png").exists()
