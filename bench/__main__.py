@@ -150,6 +150,10 @@ def run_one(name: str, ctx: Context) -> BenchResult:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the chosen benchmarks and write the report.
+
+    Long on purpose: one straight sequence (logging, signals, hosts, each bench, report)
+    reads better than helpers that would each take the whole context."""
     args = parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,

@@ -114,6 +114,9 @@ def _median_cpu(boots: list[Boot]) -> dict[str, float]:
 
 
 def run(ctx: Context) -> BenchResult:
+    """Boot both ways in alternating pairs and record the ratios.
+
+    Long on purpose: a benchmark reads as its one measured sequence, top to bottom."""
     result = BenchResult("boot")
     pairs = ctx.reps(5, 2)
     ours: list[Boot] = []

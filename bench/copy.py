@@ -118,6 +118,9 @@ def _sha256(path: Path) -> str:
 
 
 def run(ctx: Context) -> BenchResult:
+    """Copy files and trees both ways with virtlib and scp, alternating, and record ratios.
+
+    Long on purpose: a benchmark reads as its one measured sequence, top to bottom."""
     result = BenchResult("copy")
     reps = ctx.reps(7, 3)
     vm = ctx.new_vm("copy")

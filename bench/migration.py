@@ -159,6 +159,9 @@ def run_virsh(ctx: Context, host2_uri: str) -> list[Leg]:
 
 
 def run(ctx: Context) -> BenchResult:
+    """Migrate back and forth between the hosts with virtlib and virsh, and record ratios.
+
+    Long on purpose: a benchmark reads as its one measured sequence, top to bottom."""
     result = BenchResult("migration")
     if ctx.second_host is None:
         raise RuntimeError("the migration bench needs the second host (started by __main__)")

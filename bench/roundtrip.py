@@ -38,6 +38,9 @@ def _ms(samples: list[float]) -> Summary:
 
 
 def run(ctx: Context) -> BenchResult:
+    """Command round trips on virtlib's sessions and the raw guest's, and their ratios.
+
+    Long on purpose: a benchmark reads as its one measured sequence, top to bottom."""
     result = BenchResult("roundtrip")
     count = ctx.reps(60, 20)
     vm = ctx.new_vm("rt")

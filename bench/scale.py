@@ -118,6 +118,9 @@ def _median_cpu(phases: list[Phase]) -> dict[str, float]:
 
 
 def run(ctx: Context) -> BenchResult:
+    """Start and stop N guests at once with virtlib and raw QEMU, for growing N.
+
+    Long on purpose: a benchmark reads as its one measured sequence, top to bottom."""
     result = BenchResult("scale")
     counts = [1, 2, 4] if ctx.quick else [1, 2, 4, 8]
     reps = ctx.reps(3, 2)

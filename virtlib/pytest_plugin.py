@@ -324,6 +324,7 @@ def vm_factory(
     at its checkpoint, logged in on the serial console and SSH ready (see virtlib.reset);
     ``reset="boot"`` is the default.  Under ``--virtlib-screenshots`` (or the test's
     ``virtlib_screenshots`` marker) VMs get ``display = vnc`` unless the test chose one.
+    Long because ``make``'s closures share the test's lists of made and taken VMs.
     """
     import virtlib
     from virtlib.pytest_evidence import wants_display
@@ -337,7 +338,7 @@ def vm_factory(
         plan.require_hosts([uri])
         vm_params = virtlib_params.copy()
         vm_params["connect_uri"] = uri
-        if wants_display(request.node):
+        if wants_display(request.node):  # the evidence plugin's option
             vm_params.setdefault("display", "vnc")
         vm_params.update(params)
         return vm_params
@@ -375,6 +376,11 @@ def vm_factory(
     yield make
     for keeper in taken:
         keeper.release()
+    _destroy_all(made)
+
+
+def _destroy_all(made: list[BaseVM]) -> None:
+    """Destroy the test's VMs, newest first; a destroy that fails fails the teardown."""
     failures = []
     for vm in reversed(made):
         try:

@@ -255,7 +255,10 @@ class _Move:
 
 
 def migrate(vm: LibvirtVM, request: MigrationRequest) -> MigrationResult:
-    """Migrate ``vm``; see the module docstring and BaseVM.migrate for the parameters."""
+    """Migrate ``vm``; see the module docstring and BaseVM.migrate for the parameters.
+
+    Long on purpose: the order (check, design, reserve, run, adopt the new state, free the
+    old) is the point, and each step undoes what the ones before it did when it fails."""
     check_request(vm.name, request)
     dest_uri = destination_uri(vm, request.dest_host)
     if not vm.is_alive() or vm.state is None:

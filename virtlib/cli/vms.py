@@ -298,6 +298,15 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     restore.add_argument("file")
     restore.set_defaults(func=cmd_restore)
 
+    _register_migrate(commands, common)
+
+    destroy = commands.add_parser("destroy", parents=[common], help="stop the VM, leave nothing")
+    destroy.add_argument("name")
+    destroy.add_argument("--force", action="store_true", help="no graceful shutdown first")
+    destroy.set_defaults(func=cmd_destroy)
+
+
+def _register_migrate(commands: Any, common: argparse.ArgumentParser) -> None:
     migrate = commands.add_parser("migrate", parents=[common], help="live-migrate to another host")
     migrate.add_argument("name")
     migrate.add_argument("--to", required=True, metavar="URI", help="the destination libvirt URI")
@@ -316,8 +325,3 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         help="where the data goes when the --to URI names no host",
     )  # fmt: skip
     migrate.set_defaults(func=cmd_migrate)
-
-    destroy = commands.add_parser("destroy", parents=[common], help="stop the VM, leave nothing")
-    destroy.add_argument("name")
-    destroy.add_argument("--force", action="store_true", help="no graceful shutdown first")
-    destroy.set_defaults(func=cmd_destroy)

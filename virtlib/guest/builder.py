@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from virtlib.guest import elf, recipe
 from virtlib.guest import packages as pkgs
@@ -385,6 +385,32 @@ def _stage_modules(kernel: pkgs.Kernel, root: Path, log: Log) -> list[str]:
     return names
 
 
+class _Staged(NamedTuple):
+    modules: list[str]
+    sftp_paths: list[str]
+    busybox_patched: bool
+    host_keys: list[HostKey]
+
+
+def _stage_root(userland: Path, root: Path, kernel: pkgs.Kernel, log: Log) -> _Staged:
+    """The guest's root directory from the recipe and the unpacked packages."""
+    for directory, mode in recipe.DIRECTORIES:
+        path = pkgs.host_path(root, directory)
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, mode)
+    busybox, patched = _stage_busybox(userland, root, log)
+    sftp_paths = _stage_ssh(userland, root)
+    modules = _stage_modules(kernel, root, log)
+    for item in recipe.STATIC_FILES:
+        _write(pkgs.host_path(root, item.path), item.content, item.mode)
+    for link, target in recipe.SYMLINKS:
+        _symlink(root, link, target)
+    passwd = recipe.passwd_file(hash_password(recipe.DEFAULT_PASSWORD, busybox))
+    _write(root / "etc" / "passwd", passwd, 0o644)
+    host_keys = generate_host_keys(userland, root / "etc" / "dropbear")
+    return _Staged(modules, sftp_paths, patched, host_keys)
+
+
 def build_guest(
     dest: Path, resolved: pkgs.ResolvedPackages, build_key: str, log: Log = _quiet
 ) -> dict[str, Any]:
@@ -398,22 +424,10 @@ def build_guest(
         pkgs.extract([d for n, d in debs.items() if n != resolved.kernel_package], userland)
         log(f"unpacked packages ({time.monotonic() - started:.1f} s)")
 
-        for directory, mode in recipe.DIRECTORIES:
-            path = pkgs.host_path(root, directory)
-            path.mkdir(parents=True, exist_ok=True)
-            os.chmod(path, mode)
-        busybox, patched = _stage_busybox(userland, root, log)
-        sftp_paths = _stage_ssh(userland, root)
         kernel = pkgs.find_kernel(kernel_root)
-        modules = _stage_modules(kernel, root, log)
-        for item in recipe.STATIC_FILES:
-            _write(pkgs.host_path(root, item.path), item.content, item.mode)
-        for link, target in recipe.SYMLINKS:
-            _symlink(root, link, target)
+        staged = _stage_root(userland, root, kernel, log)
+        modules, sftp_paths, patched, host_keys = staged
         password = recipe.DEFAULT_PASSWORD
-        passwd = recipe.passwd_file(hash_password(password, busybox))
-        _write(root / "etc" / "passwd", passwd, 0o644)
-        host_keys = generate_host_keys(userland, root / "etc" / "dropbear")
 
         shutil.copyfile(kernel.vmlinuz, dest / KERNEL_FILE)
         os.chmod(dest / KERNEL_FILE, 0o644)

@@ -29,6 +29,58 @@ def _client_argv(client: str, host: str, port: int, username: str) -> list[str]:
     return ["nc", host, str(port)]
 
 
+def _ssh_spawn(
+    target: ssh.Target,
+    timeout: float,
+    banner_timeout: float | None,
+    quiet: bool,
+    via: JumpHost | None,
+) -> ChannelSpawn:
+    """An SSH connection with a shell channel, as a pexpect spawn (closed on failure)."""
+    sock = open_channel(via, target.host, target.port, timeout) if via is not None else None
+    try:
+        connection = ssh.connect(
+            target.host,
+            target.port,
+            target.username,
+            target.password,
+            timeout,
+            target.known_hosts,
+            target.host_key_policy,
+            banner_timeout=banner_timeout,
+            quiet=quiet,
+            sock=sock,
+        )
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        raise
+    try:
+        channel = ssh.open_shell(connection)
+    except Exception as exc:
+        connection.close()
+        raise LoginError(f"cannot open a shell on {target.host}:{target.port}: {exc}") from None
+    return ChannelSpawn(
+        channel, connection, name=f"ssh {target.username}@{target.host}:{target.port}"
+    )
+
+
+def _client_spawn(
+    client: str, host: str, port: int, username: str, timeout: float
+) -> pexpect.spawn:
+    """telnet or nc run locally, under pexpect."""
+    argv = _client_argv(client, host, port, username)
+    if shutil.which(argv[0]) is None:
+        raise LoginError(f"{argv[0]} is not installed on this host")
+    # echo=False: the guest's terminal echoes; a local echo would double every line
+    # and put the password into the output and the log.
+    spawn = pexpect.spawn(
+        argv[0], argv[1:], encoding="utf-8", codec_errors="replace", timeout=timeout, echo=False
+    )
+    spawn.delaybeforesend = None
+    return spawn
+
+
 def remote_login(
     client: str,
     host: str,
@@ -60,47 +112,17 @@ def remote_login(
     if client == "ssh":
         if known_hosts is None:
             raise LoginError("SSH needs a known_hosts file (per VM) to verify the guest's key")
-        sock = open_channel(via, host, port, timeout) if via is not None else None
-        try:
-            connection = ssh.connect(
-                host,
-                port,
-                username,
-                password,
-                timeout,
-                known_hosts,
-                host_key_policy,
-                banner_timeout=banner_timeout,
-                quiet=quiet,
-                sock=sock,
-            )
-        except BaseException:
-            if sock is not None:
-                sock.close()
-            raise
-        try:
-            channel = ssh.open_shell(connection)
-        except Exception as exc:
-            connection.close()
-            raise LoginError(f"cannot open a shell on {host}:{port}: {exc}") from None
-        spawn = ChannelSpawn(channel, connection, name=f"ssh {username}@{host}:{port}")
+        spawn: pexpect.spawn | ChannelSpawn = _ssh_spawn(
+            ssh.Target(host, port, username, password, known_hosts, host_key_policy),
+            timeout,
+            banner_timeout,
+            quiet,
+            via,
+        )
     elif via is not None:  # nc: the channel is the stream
         spawn = ChannelSpawn(open_channel(via, host, port, timeout), name=f"nc {host}:{port}")
     else:
-        argv = _client_argv(client, host, port, username)
-        if shutil.which(argv[0]) is None:
-            raise LoginError(f"{argv[0]} is not installed on this host")
-        # echo=False: the guest's terminal echoes; a local echo would double every line
-        # and put the password into the output and the log.
-        spawn = pexpect.spawn(
-            argv[0],
-            argv[1:],
-            encoding="utf-8",
-            codec_errors="replace",
-            timeout=timeout,
-            echo=False,
-        )
-        spawn.delaybeforesend = None
+        spawn = _client_spawn(client, host, port, username, timeout)
     session = ShellSession(spawn, prompt=prompt, linesep=linesep)
     if log_file is not None:
         spawn.logfile_read = open(log_file, "a", encoding="utf-8")  # noqa: SIM115 - owned below

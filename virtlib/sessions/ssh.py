@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,18 @@ RETRY_LOG_CHANNEL = "virtlib.sessions.ssh.retry"
 logging.getLogger(RETRY_LOG_CHANNEL).addFilter(_Demote())
 
 
+@dataclass(frozen=True)
+class Target:
+    """Whom an SSH login is for, and how its host key is checked."""
+
+    host: str
+    port: int
+    username: str
+    password: str = field(repr=False)
+    known_hosts: Path
+    host_key_policy: str = "accept-new"
+
+
 def connect(
     host: str,
     port: int,
@@ -107,16 +120,7 @@ def connect(
     """
     if host_key_policy not in HOST_KEY_POLICIES:
         raise LoginError(f"unknown host key policy {host_key_policy!r}")
-    client = paramiko.SSHClient()
-    if quiet:
-        client.set_log_channel(RETRY_LOG_CHANNEL)
-    if known_hosts.exists():
-        client.load_host_keys(str(known_hosts))
-    if host_key_policy == "accept-new":
-        client.set_missing_host_key_policy(AcceptNewHostKeyPolicy(known_hosts))
-    else:
-        client.set_missing_host_key_policy(StrictHostKeyPolicy())
-    target = f"{username}@{host}:{port}"
+    client = _new_client(known_hosts, host_key_policy, quiet)
     started = time.monotonic()
     try:
         client.connect(
@@ -131,38 +135,62 @@ def connect(
             allow_agent=False,
             sock=sock,
         )
-    except paramiko.BadHostKeyException as exc:
-        client.close()
-        raise LoginHostKeyError(
-            f"SSH host key of {host}:{port} changed (known_hosts {known_hosts}): {exc}"
-        ) from None
-    except UnknownHostKey as exc:
-        client.close()
-        raise LoginHostKeyError(f"SSH to {target}: {exc} ({known_hosts})") from None
-    except paramiko.AuthenticationException as exc:
-        # paramiko raises this class for refusals, but also for a slow server (its
-        # auth_timeout) and for a connection that died mid-authentication: tell them apart.
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        slow = time.monotonic() - started >= timeout
         transport = client.get_transport()
         alive = transport is not None and transport.is_active()
-        slow = time.monotonic() - started >= timeout
         client.close()
-        if not alive:
-            raise LoginProcessTerminatedError(None, f"SSH to {target}: {exc}") from None
-        if slow:
-            raise LoginTimeoutError(f"SSH to {target}: {exc}", timeout) from None
-        raise LoginAuthenticationError(f"SSH authentication failed for {target}: {exc}") from None
-    except TimeoutError as exc:
-        client.close()
-        raise LoginTimeoutError(f"SSH to {target}: {exc}", timeout) from None
-    except (paramiko.SSHException, EOFError) as exc:
-        client.close()
-        if "banner" in str(exc).lower():  # paramiko has no class of its own for it
-            raise LoginBannerTimeoutError(f"SSH to {target}: {exc}", banner_timeout) from None
-        raise LoginError(f"SSH to {target} failed: {exc}") from None
-    except OSError as exc:
-        client.close()
-        raise LoginProcessTerminatedError(None, f"SSH to {target}: {exc}") from None
+        target = Target(host, port, username, password, known_hosts, host_key_policy)
+        raise _login_error(exc, target, timeout, banner_timeout, alive, slow) from None
     return client
+
+
+def _new_client(known_hosts: Path, host_key_policy: str, quiet: bool) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    if quiet:
+        client.set_log_channel(RETRY_LOG_CHANNEL)
+    if known_hosts.exists():
+        client.load_host_keys(str(known_hosts))
+    if host_key_policy == "accept-new":
+        client.set_missing_host_key_policy(AcceptNewHostKeyPolicy(known_hosts))
+    else:
+        client.set_missing_host_key_policy(StrictHostKeyPolicy())
+    return client
+
+
+def _login_error(
+    exc: BaseException,
+    target: Target,
+    timeout: float,
+    banner_timeout: float | None,
+    alive: bool,
+    slow: bool,
+) -> LoginError:
+    """The LoginError for what ``connect`` met; ``alive``: the transport still was,
+    ``slow``: the whole timeout had passed."""
+    where = f"{target.username}@{target.host}:{target.port}"
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return LoginHostKeyError(
+            f"SSH host key of {target.host}:{target.port} changed "
+            f"(known_hosts {target.known_hosts}): {exc}"
+        )
+    if isinstance(exc, UnknownHostKey):
+        return LoginHostKeyError(f"SSH to {where}: {exc} ({target.known_hosts})")
+    if isinstance(exc, paramiko.AuthenticationException):
+        # paramiko raises this class for refusals, but also for a slow server (its
+        # auth_timeout) and for a connection that died mid-authentication: tell them apart.
+        if not alive:
+            return LoginProcessTerminatedError(None, f"SSH to {where}: {exc}")
+        if slow:
+            return LoginTimeoutError(f"SSH to {where}: {exc}", timeout)
+        return LoginAuthenticationError(f"SSH authentication failed for {where}: {exc}")
+    if isinstance(exc, TimeoutError):
+        return LoginTimeoutError(f"SSH to {where}: {exc}", timeout)
+    if isinstance(exc, (paramiko.SSHException, EOFError)):
+        if "banner" in str(exc).lower():  # paramiko has no class of its own for it
+            return LoginBannerTimeoutError(f"SSH to {where}: {exc}", banner_timeout)
+        return LoginError(f"SSH to {where} failed: {exc}")
+    return LoginProcessTerminatedError(None, f"SSH to {where}: {exc}")
 
 
 def open_shell(client: paramiko.SSHClient) -> Any:
