@@ -56,7 +56,7 @@ class GuestAgent(abc.ABC):
         """
 
     @abc.abstractmethod
-    def exec(
+    def run(
         self,
         argv: Sequence[str],
         input_data: bytes = b"",

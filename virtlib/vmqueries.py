@@ -174,7 +174,7 @@ class GuestQueries(LoginOperations):
         """The guest kernel's log: through the guest agent, else a logged-in serial console,
         else the kernel lines of the serial log."""
         try:
-            result = self.guest_agent().exec(["dmesg"], timeout=timeout)
+            result = self.guest_agent().run(["dmesg"], timeout=timeout)
             if result.ok:
                 return result.stdout
         except VMError as exc:

@@ -63,7 +63,7 @@ class LibvirtGuestAgent(GuestAgent):
             self.vm.host.events.unsubscribe(guest.uuid, events)
 
     # --- commands ---------------------------------------------------------------------------
-    def exec(
+    def run(
         self,
         argv: Sequence[str],
         input_data: bytes = b"",

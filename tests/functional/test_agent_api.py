@@ -16,9 +16,9 @@ def test_agent_calls_on_the_bundled_guest(vm_factory: VMFactory) -> None:
     agent.wait(timeout=120)  # on libvirt's agent event, then a ping
     agent.ping()
 
-    result = agent.exec(["/bin/sh", "-c", "echo out; echo err >&2; exit 3"])
+    result = agent.run(["/bin/sh", "-c", "echo out; echo err >&2; exit 3"])
     assert (result.status, result.stdout, result.stderr, result.ok) == (3, "out\n", "err\n", False)
-    assert agent.exec(["cat"], input_data=b"through stdin").stdout == "through stdin"
+    assert agent.run(["cat"], input_data=b"through stdin").stdout == "through stdin"
 
     payload = bytes(range(256)) * 400  # binary, larger than one agent read
     agent.write_file("/tmp/agent-file", payload)
@@ -37,7 +37,7 @@ def test_agent_calls_on_the_bundled_guest(vm_factory: VMFactory) -> None:
     with pytest.raises(virtlib.VMAgentError, match="passwd"):  # busybox has no passwd program
         agent.set_password("root", "new-password")
     with pytest.raises(virtlib.VMParamsError):
-        agent.exec([])
+        agent.run([])
 
 
 def test_no_channel_no_agent(vm_factory: VMFactory) -> None:

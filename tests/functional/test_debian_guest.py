@@ -200,7 +200,7 @@ def test_every_agent_call_on_debian(debian_vm: virtlib.BaseVM) -> None:
     agent = debian_vm.guest_agent()
     agent.wait(timeout=BOOT_TIMEOUT)
     assert agent.os_info()["id"] == "debian"
-    result = agent.exec(["/bin/sh", "-c", "cat /etc/debian_version; echo oops >&2; exit 4"])
+    result = agent.run(["/bin/sh", "-c", "cat /etc/debian_version; echo oops >&2; exit 4"])
     assert result.status == 4 and result.stdout.startswith("12.") and result.stderr == "oops\n"
     agent.write_file("/root/from-the-agent", b"written by qemu-ga\n")
     assert agent.read_file("/root/from-the-agent") == b"written by qemu-ga\n"
