@@ -32,7 +32,9 @@ from virtlib.spec import VMSpec
 VOLUME_ID = "cidata"
 ISO_TOOLS = ("genisoimage", "xorrisofs", "mkisofs")
 """Debian's genisoimage first; xorriso's and cdrtools' compatible front ends also do."""
-ROOT_SSH_DROPIN = "/etc/ssh/sshd_config.d/50-virtlib-root-login.conf"
+ROOT_SSH_DROPIN = "/etc/ssh/sshd_config.d/00-virtlib-root-login.conf"
+"""sshd takes the first value it reads, and reads the drop-ins in name order: 00 comes before
+the distributions' own (Fedora's 50-redhat.conf, Ubuntu's 60-cloudimg-settings.conf)."""
 CRYPT_RE = re.compile(r"\$6\$[./0-9A-Za-z]+\$[./0-9A-Za-z]+")
 
 
@@ -123,7 +125,7 @@ def user_data(username: str, password_hash: str, keys: list[str]) -> str:
                 {
                     "path": ROOT_SSH_DROPIN,
                     "content": "# virtlib: root logs in with the password of its seed\n"
-                    "PermitRootLogin yes\n",
+                    "PermitRootLogin yes\nPasswordAuthentication yes\n",
                     "permissions": "0644",
                 }
             ]
