@@ -16,6 +16,7 @@ import pytest
 from functional_support import VMFactory
 
 import virtlib
+from virtlib.waiting import wait_for
 
 debian = pytest.importorskip("virtlib.guest.debian")
 
@@ -119,3 +120,21 @@ def test_external_snapshots_of_a_debian_guest(
     owned = list(vm.state.owned_files) if vm.state else []
     vm.destroy(gracefully=False)
     assert not any(Path(f).exists() for f in files + owned)
+
+
+def test_a_panic_of_the_debian_guest_is_seen(
+    vm_factory: VMFactory, debian_params: dict[str, str]
+) -> None:
+    """A real distribution's kernel panic (its own pvpanic driver, loaded by udev) ends the
+    domain as crashed within seconds; the last test of the module, as it spends the kept guest."""
+    vm = kept(vm_factory, debian_params)
+    shell = console(vm)
+    assert shell.cmd_status("grep -qw pvpanic /proc/modules") == 0
+    shell.sendline("echo c > /proc/sysrq-trigger")
+    assert wait_for(vm.is_dead, 30), "the panicked Debian guest still counts as alive"
+    with pytest.raises(virtlib.VMDeadError) as dead:
+        vm.verify_alive()
+    assert dead.value.reason == "crashed"
+    with pytest.raises(virtlib.VMDeadKernelCrashError) as crash:
+        vm.verify_kernel_crash()
+    assert "Kernel panic - not syncing: sysrq triggered crash" in crash.value.kernel_crash
