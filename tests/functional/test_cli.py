@@ -123,6 +123,30 @@ def test_vm_lifecycle_through_the_command(cli: CLI, libvirt_uri: str, tmp_path: 
     assert not (cli.home / "state" / "virtlib" / "vms" / f"{name}.json").exists()
 
 
+def test_snapshots_through_the_command(cli: CLI) -> None:
+    name = f"vt-cli-{random_string(5)}"
+    cli("up", name, "--set", "mem=256")
+    try:
+        cli("exec", name, "--", "sh", "-c", "echo kept > /tmp/mark")
+        taken = cli.json("snapshot", "create", name, "first", "--description", "before rm")
+        assert taken["name"] == "first" and taken["memory"] and taken["current"]  # type: ignore[index]
+        cli("exec", name, "--", "rm", "/tmp/mark")
+        [row] = cli.json("snapshot", "list", name)  # type: ignore[misc]
+        assert (row["name"], row["description"], row["current"]) == ("first", "before rm", True)
+        assert "first" in cli("snapshot", "list", name).stdout
+
+        cli("snapshot", "revert", name, "first")
+        assert cli("exec", name, "--", "cat", "/tmp/mark").stdout == "kept\n"
+
+        missing = cli("snapshot", "revert", name, "nosuch", ok=False)
+        assert missing.returncode == 1 and "nosuch" in missing.stderr and name in missing.stderr
+        cli("snapshot", "delete", name, "first")
+        assert cli.json("snapshot", "list", name) == []
+        assert not any(Path(f).exists() for f in taken["files"])  # type: ignore[index]
+    finally:
+        cli("destroy", name, "--force")
+
+
 def test_migrate_through_the_command(cli: CLI, second_host: SecondHost) -> None:
     name = f"vt-cli-{random_string(5)}"
     cli("up", name, "--set", "mem=256")

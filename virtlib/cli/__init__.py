@@ -56,7 +56,7 @@ def common_options() -> Parser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from virtlib.cli import avocado, hostcheck, images, interactive, vms
+    from virtlib.cli import avocado, hostcheck, images, interactive, snapshots, vms
 
     common = common_options()
     parser = Parser(
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     vms.register(commands, common)
     interactive.register(commands, common)
+    snapshots.register(commands, common)
     images.register(commands, common)
     hostcheck.register(commands, common)
     avocado.register(commands, common)
