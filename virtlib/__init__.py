@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from virtlib.contract import BaseVM
+from virtlib.devices import BlockJobProgress, Dimm, Disk, Nic
 from virtlib.errors import (
     ExpectProcessTerminatedError,
     ExpectTimeoutError,
@@ -36,9 +37,15 @@ from virtlib.errors import (
     VMAgentError,
     VMAgentTimeoutError,
     VMBadPATypeError,
+    VMBlockJobError,
     VMCreateError,
     VMDeadError,
     VMDeadKernelCrashError,
+    VMDeviceAttachError,
+    VMDeviceDetachError,
+    VMDeviceError,
+    VMDeviceNotFoundError,
+    VMDeviceTimeoutError,
     VMError,
     VMFileMissingError,
     VMHashMismatchError,
@@ -91,6 +98,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BaseVM",
+    "BlockJobProgress",
+    "Dimm",
+    "Disk",
     "ExpectProcessTerminatedError",
     "ExpectTimeoutError",
     "HypervisorConnectionError",
@@ -104,6 +114,7 @@ __all__ = [
     "LoginHostKeyError",
     "LoginProcessTerminatedError",
     "LoginTimeoutError",
+    "Nic",
     "Params",
     "RemoteError",
     "ShellCmdError",
@@ -119,9 +130,15 @@ __all__ = [
     "VMAgentError",
     "VMAgentTimeoutError",
     "VMBadPATypeError",
+    "VMBlockJobError",
     "VMCreateError",
     "VMDeadError",
     "VMDeadKernelCrashError",
+    "VMDeviceAttachError",
+    "VMDeviceDetachError",
+    "VMDeviceError",
+    "VMDeviceNotFoundError",
+    "VMDeviceTimeoutError",
     "VMError",
     "VMFileMissingError",
     "VMHashMismatchError",

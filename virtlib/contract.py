@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from virtlib.history import wrap_recorded
 from virtlib.vmcore import RETRY_BANNER_MAX, RETRY_BANNER_STEP, RETRY_BANNER_TIMEOUT
+from virtlib.vmdevices import DeviceOperations
 from virtlib.vmfiles import FileCopies
 from virtlib.vmlogin import RESTART_NETWORK_COMMAND
 from virtlib.vmqueries import KERNEL_LINE, GuestQueries, parse_memory_size
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 
-class BaseVM(FileCopies, GuestQueries, OptionalOperations, SnapshotOperations):
+class BaseVM(FileCopies, GuestQueries, OptionalOperations, SnapshotOperations, DeviceOperations):
     """Base class for every hypervisor-specific VM.
 
     Public methods are consumed by tests; ``_protected`` ones by BaseVM and its
@@ -55,7 +56,9 @@ class BaseVM(FileCopies, GuestQueries, OptionalOperations, SnapshotOperations):
     - :class:`~virtlib.vmqueries.GuestQueries`: crashes, CPUs, memory, distribution, dmesg;
     - :class:`~virtlib.vmtools.OptionalOperations`: evidence, the guest agent, and the
       operations tools use;
-    - :class:`~virtlib.vmsnapshots.SnapshotOperations`: snapshots (optional).
+    - :class:`~virtlib.vmsnapshots.SnapshotOperations`: snapshots (optional);
+    - :class:`~virtlib.vmdevices.DeviceOperations`: hotplug of disks, NICs, CD-ROM media,
+      vCPUs and memory, and block jobs (optional).
     """
 
 

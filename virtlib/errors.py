@@ -407,6 +407,52 @@ class VMSnapshotRevertError(VMSnapshotError):
     (``reason`` says so when that was not possible)."""
 
 
+class VMDeviceError(VMError):
+    """A device operation on a running VM (hotplug, media change, vCPUs, memory, a block
+    job) failed or was refused.  ``vm`` names the VM, ``device`` the device (a disk's name,
+    a NIC, a CD-ROM, ``vcpus``, a DIMM) and ``reason`` says why.  Nothing is left
+    half-attached: the VM has the device as it had before the call, unless ``reason``
+    says otherwise."""
+
+    def __init__(self, vm: str, device: str, reason: str) -> None:
+        VMError.__init__(self, vm, device, reason)
+        self.vm = vm
+        self.device = device
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"VM {self.vm!r}, device {self.device!r}: {self.reason}"
+
+
+class VMDeviceNotFoundError(VMDeviceError, VMParamsError):
+    """The VM has no device of that name (bad input: nothing was asked of the hypervisor);
+    ``known`` lists the ones it has."""
+
+    def __init__(self, vm: str, device: str, known: Sequence[str] = ()) -> None:
+        names = ", ".join(repr(n) for n in known) if known else "none"
+        VMDeviceError.__init__(self, vm, device, f"no such device (the VM has: {names})")
+        self.args = (vm, device, tuple(known))
+        self.known = tuple(known)
+
+
+class VMDeviceAttachError(VMDeviceError):
+    """The hypervisor refused or failed to attach the device; the VM is as it was."""
+
+
+class VMDeviceDetachError(VMDeviceError):
+    """The hypervisor refused to detach the device, or the guest did not release it."""
+
+
+class VMDeviceTimeoutError(VMDeviceDetachError, VMTimeoutError):
+    """The guest did not release the device before the deadline (it ignored the unplug
+    request, or has no driver for it); the device is still attached."""
+
+
+class VMBlockJobError(VMDeviceError):
+    """A block job (commit, pull, copy) failed, was aborted or did not finish in time; the
+    disk goes on with the image it had before the job."""
+
+
 class ImageError(VMError):
     """An image operation (qemu-img) failed."""
 

@@ -38,6 +38,19 @@ RECORDED = (
     "create_snapshot",
     "revert_snapshot",
     "delete_snapshot",
+    "attach_disk",
+    "detach_disk",
+    "attach_nic",
+    "detach_nic",
+    "change_media",
+    "eject_media",
+    "set_vcpus",
+    "set_memory",
+    "attach_memory",
+    "detach_memory",
+    "block_commit",
+    "block_pull",
+    "block_copy",
 )
 MAX_ACTIONS = 1000  # per VM: a long-lived VM keeps the newest
 

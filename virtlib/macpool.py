@@ -56,6 +56,11 @@ class MacPool:
         """Free every address of one VM; returns them."""
         return self.table.free(instance)
 
+    def release(self, instance: str, nic_index: int) -> str | None:
+        """Free the address of one NIC (it was unplugged); returns it."""
+        with self.table.locked() as rows:
+            return rows.pop(f"{instance}/{nic_index}", None)
+
     def reserved(self) -> dict[str, str]:
         return self.table.rows()
 

@@ -202,6 +202,21 @@ def prepare(spec: VMSpec, instance: str, base: Path | None = None) -> PreparedMe
         raise
 
 
+def directory_for(spec: VMSpec, instance: str, base: Path | None = None) -> Path:
+    """The VM's media directory, made (as :func:`prepare` makes it) when it is missing:
+    where the images made for hotplugged disks go, removed with the VM."""
+    directory = media_dir(spec.name, instance, base)
+    if directory.is_dir():
+        return directory
+    directory.mkdir(mode=0o700)
+    gid = qemu_group()
+    if gid is not None:
+        for path in (directory.parent, directory):
+            _open_for_qemu(path, gid)
+        _check_reachable(spec, directory / SEED_FILE, gid)
+    return directory
+
+
 def remove(name: str, instance: str, base: Path | None = None) -> None:
     """Remove the media of the VM ``name`` with ``instance`` (overlays, seed); the base
     images are untouched.  Nothing there is fine."""

@@ -184,9 +184,26 @@ class DiskSpec:
     snapshot: bool = False
     """``image_snapshot``: the VM writes to a private copy-on-write overlay; the image
     itself is never written (see :mod:`virtlib.media`)."""
+    index: int = 0
+    """Its place in ``images`` (the designer names and places disks in that order)."""
+    present: bool = True
+    """``boot_drive`` (avocado-vt's key): ``no`` keeps the disk out of the domain until it
+    is attached by name (its place is kept for it); hotplug writes it as the disk comes
+    and goes."""
+    serial: str = ""
+    """``drive_serial``: the serial number the guest sees (``/dev/disk/by-id``)."""
+    target: str = ""
+    """``drive_target``: the target name a hotplugged disk was given (``vdb``)."""
+    pci_slot: int = 0
+    """``drive_pci_slot``: the PCI slot a hotplugged virtio disk was given."""
+    hotplugged: bool = False
+    """``hotplugged``: attached to the running VM rather than configured (its entry goes
+    when it is detached)."""
 
     @classmethod
-    def from_params(cls, name: str, params: Params, root_dir: str | Path) -> DiskSpec:
+    def from_params(
+        cls, name: str, params: Params, root_dir: str | Path, index: int = 0
+    ) -> DiskSpec:
         raw = params.get_boolean("image_raw_device")
         fmt = _choice(params, "image_format", "qcow2", DISK_FORMATS)
         size = params.get("image_size", "10G")
@@ -214,6 +231,12 @@ class DiskSpec:
             remove=params.get_boolean("remove_image"),
             cluster_size=params.get("image_cluster_size", ""),
             snapshot=snapshot,
+            index=index,
+            present=params.get_boolean("boot_drive", True),
+            serial=_serial(params, name),
+            target=params.get("drive_target", "").strip(),
+            pci_slot=_pci_slot(params, name, "drive_pci_slot", "image"),
+            hotplugged=params.get_boolean("hotplugged"),
         )
 
 
@@ -255,6 +278,11 @@ class NicSpec:
     restrict: bool = False
     """``user_net_restrict``: the guest reaches nothing beyond QEMU's own DHCP and the
     forwarded ports (QEMU's ``restrict=on``)."""
+    present: bool = True
+    """``boot_drive``: ``no`` keeps the NIC out of the domain until it is attached (its
+    index, MAC and PCI slot are kept for it)."""
+    hotplugged: bool = False
+    """``hotplugged``: attached to the running VM rather than configured."""
 
     @classmethod
     def from_params(cls, name: str, index: int, params: Params, login: LoginSpec) -> NicSpec:
@@ -283,12 +311,15 @@ class NicSpec:
             guest_ports=tuple(dict.fromkeys(ports)),
             pci_slot=_pci_slot(params, name),
             restrict=params.get_boolean("user_net_restrict"),
+            present=params.get_boolean("boot_drive", True),
+            hotplugged=params.get_boolean("hotplugged"),
         )
 
 
-def _pci_slot(params: Params, nic: str) -> int:
-    """``nic_pci_slot``: a slot on PCI bus 0 (1-31, decimal or 0x hex); 0 when not given."""
-    text = params.get("nic_pci_slot", "").strip()
+def _pci_slot(params: Params, name: str, key: str = "nic_pci_slot", what: str = "NIC") -> int:
+    """``nic_pci_slot`` (``drive_pci_slot``): a slot on PCI bus 0 (1-31, decimal or 0x hex);
+    0 when not given."""
+    text = params.get(key, "").strip()
     if not text:
         return 0
     try:
@@ -297,9 +328,92 @@ def _pci_slot(params: Params, nic: str) -> int:
         slot = -1
     if not 1 <= slot <= 31:
         raise VMParamsError(
-            f"parameter 'nic_pci_slot' of NIC {nic!r} must be a PCI slot (1-31); got {text!r}"
+            f"parameter {key!r} of {what} {name!r} must be a PCI slot (1-31); got {text!r}"
         )
     return slot
+
+
+SERIAL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,20}$")
+"""A disk serial: what virtio-blk passes whole (20 bytes) and udev puts in by-id names."""
+
+
+def _serial(params: Params, disk: str) -> str:
+    serial = params.get("drive_serial", "").strip()
+    if serial and not SERIAL_RE.match(serial):
+        raise VMParamsError(
+            f"parameter 'drive_serial' of image {disk!r} must be 1-20 letters, digits, "
+            f"'_', '.' or '-'; got {serial!r}"
+        )
+    return serial
+
+
+@dataclass(frozen=True)
+class DimmSpec:
+    """A memory module hotplugged into the running VM (``dimms``; written by hotplug)."""
+
+    name: str
+    size_mib: int
+    slot: int
+    base: int = 0  # where the guest sees it (0: the hypervisor chose, not known yet)
+
+    @classmethod
+    def from_params(cls, name: str, params: Params) -> DimmSpec:
+        return cls(
+            name=name,
+            size_mib=_positive(params, "dimm_size", 0),
+            slot=params.get_numeric("dimm_slot", 0),
+            base=params.get_numeric("dimm_base", 0),
+        )
+
+
+@dataclass(frozen=True)
+class CpuMemorySpec:
+    """What the VM may grow to while it runs: vCPUs up to ``vcpus_max``; memory modules into
+    ``mem_slots`` slots up to ``mem_max_mib`` in all; the balloon's target."""
+
+    vcpus_max: int
+    mem_max_mib: int = 0
+    mem_slots: int = 0
+    dimms: tuple[DimmSpec, ...] = ()
+    balloon_mib: int = 0  # ``mem_balloon``: the balloon's target (0: all of the memory)
+
+    @classmethod
+    def from_params(cls, params: Params, vcpus: int, mem_mib: int) -> CpuMemorySpec:
+        """``vcpus_max`` (avocado-vt's ``vcpu_maxcpus``), ``mem_max`` and ``mem_slots``
+        (avocado-vt's ``maxmem_mem`` and ``slots_mem``), ``dimms``, ``mem_balloon``."""
+        max_key = "vcpus_max" if "vcpus_max" in params else "vcpu_maxcpus"
+        vcpus_max = _positive(params, max_key, vcpus)
+        if vcpus_max < vcpus:
+            raise VMParamsError(
+                f"parameter {max_key!r} ({vcpus_max}) must be at least 'smp' ({vcpus})"
+            )
+        mem_key = "mem_max" if "mem_max" in params else "maxmem_mem"
+        slots_key = "mem_slots" if "mem_slots" in params else "slots_mem"
+        slots = params.get_numeric(slots_key, 0)
+        mem_max = params.get_numeric(mem_key, 0)
+        if not 0 <= slots <= MAX_MEM_SLOTS:
+            raise VMParamsError(
+                f"parameter {slots_key!r} must be 0-{MAX_MEM_SLOTS}; got {params[slots_key]!r}"
+            )
+        if (slots > 0) != (mem_max > 0) or (slots and mem_max <= mem_mib):
+            raise VMParamsError(
+                f"memory hotplug needs both {mem_key!r} (more than 'mem', {mem_mib} MiB) "
+                f"and {slots_key!r}; got {mem_key} = {params.get(mem_key, '')!r}, "
+                f"{slots_key} = {params.get(slots_key, '')!r}"
+            )
+        dimms = tuple(
+            DimmSpec.from_params(n, params.object_params(n)) for n in params.objects("dimms")
+        )
+        if dimms and not slots:
+            raise VMParamsError("parameter 'dimms' needs 'mem_slots' and 'mem_max'")
+        balloon = params.get_numeric("mem_balloon", 0)
+        if not 0 <= balloon <= mem_mib + sum(d.size_mib for d in dimms):
+            raise VMParamsError(f"parameter 'mem_balloon' is out of range: {balloon}")
+        return cls(vcpus_max, mem_max, slots, dimms, balloon)
+
+
+MAX_MEM_SLOTS = 255
+"""QEMU's limit of memory slots on x86."""
 
 
 @dataclass(frozen=True)
@@ -451,6 +565,13 @@ class VMSpec:
     in the domain's metadata)."""
     guest_agent: bool = True
     """A virtio-serial channel ``org.qemu.guest_agent.0`` for the QEMU guest agent."""
+    standby_disks: tuple[DiskSpec, ...] = ()
+    """Disks of ``images`` not in the domain (``boot_drive = no``): attachable by name."""
+    growth: CpuMemorySpec = CpuMemorySpec(vcpus_max=1)
+    """vCPU and memory hotplug limits, and the memory modules and balloon target now."""
+    disk_order: tuple[str, ...] = ()
+    """``disk_order``: the disk targets in the order the running domain lists them
+    (written by hotplug: libvirt puts a hotplugged disk next to those of its bus)."""
 
     @classmethod
     def from_params(cls, name: str, params: Params, root_dir: str | Path = ".") -> VMSpec:
@@ -477,9 +598,9 @@ class VMSpec:
             merged.update(params)
             params = merged
         login = LoginSpec.from_params(params)
-        disks = tuple(
-            DiskSpec.from_params(n, params.object_params(n), root_dir)
-            for n in params.objects("images")
+        all_disks = tuple(
+            DiskSpec.from_params(n, params.object_params(n), root_dir, index)
+            for index, n in enumerate(params.objects("images"))
         )
         cdroms = tuple(
             CdromSpec.from_params(n, params.object_params(n), root_dir)
@@ -502,6 +623,7 @@ class VMSpec:
         # Checked by the backend against what it can assign (VMBadPATypeError), as in the seed.
         pci_assignable = params.get("pci_assignable", "no").strip()
         cloudinit = CloudInitSpec.from_params(name, params, root_dir)
+        mem_mib, vcpus = _positive(params, "mem", 512), _positive(params, "smp", 1)
         if cloudinit.enabled and not (
             login.password or cloudinit.authorized_keys_file or cloudinit.user_data
         ):
@@ -517,8 +639,8 @@ class VMSpec:
             hypervisor=_choice(params, "hypervisor", "auto", HYPERVISORS),
             accel=_choice(params, "accel", "auto", ACCELS),
             guest_mode=_choice(params, "hvm_or_pv", "hvm", GUEST_MODES),
-            mem_mib=_positive(params, "mem", 512),
-            vcpus=_positive(params, "smp", 1),
+            mem_mib=mem_mib,
+            vcpus=vcpus,
             cpu_mode=cpu_mode,
             cpu_model=params.get("cpu_model", "").strip(),
             machine_type=params.get("machine_type", "").strip(),
@@ -526,7 +648,8 @@ class VMSpec:
             kernel=resolve_path(root_dir, kernel) if kernel else None,
             initrd=resolve_path(root_dir, initrd) if initrd else None,
             kernel_args=params.get("kernel_args", ""),
-            disks=disks,
+            disks=tuple(d for d in all_disks if d.present),
+            standby_disks=tuple(d for d in all_disks if not d.present),
             cdroms=cdroms,
             nics=nics,
             on_crash=_choice(params, "on_crash", "destroy", LIFECYCLE_ACTIONS),
@@ -552,6 +675,8 @@ class VMSpec:
             guest_agent=params.get_boolean("guest_agent", True),
             display=_choice(params, "display", "none", DISPLAYS),
             display_password=params.get("display_password", ""),
+            growth=CpuMemorySpec.from_params(params, vcpus, mem_mib),
+            disk_order=tuple(params.objects("disk_order")),
         )
 
     def writable_disks(self) -> tuple[DiskSpec, ...]:
@@ -559,4 +684,16 @@ class VMSpec:
         return tuple(disk for disk in self.disks if not disk.readonly)
 
     def nic(self, index: int) -> NicSpec | None:
-        return self.nics[index] if 0 <= index < len(self.nics) else None
+        """NIC ``index`` of the domain (None for no such NIC, or one not attached now)."""
+        nic = self.nics[index] if 0 <= index < len(self.nics) else None
+        return nic if nic is not None and nic.present else None
+
+    def planned_disks(self) -> tuple[DiskSpec, ...]:
+        """Every entry of ``images``, attached or not, in its order (the designer keeps
+        the place of a disk that is not attached)."""
+        return tuple(sorted(self.disks + self.standby_disks, key=lambda d: d.index))
+
+    @property
+    def memory_mib(self) -> int:
+        """All of the memory: ``mem`` and the memory modules hotplugged."""
+        return self.mem_mib + sum(d.size_mib for d in self.growth.dimms)

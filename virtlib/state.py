@@ -113,6 +113,14 @@ class VMState:
         """A new state with ``changes`` (the only way a state changes)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
+    def with_params(self, params: Mapping[str, str], **changes: object) -> VMState:
+        """A new state designed from ``params`` (its spec parsed from them again; raises
+        VMParamsError on bad ones), with ``changes`` and everything else kept: what a
+        hotplug makes of the VM."""
+        copy = dict(params)
+        spec = VMSpec.from_params(self.spec.name, Params(copy), self.root_dir)
+        return self.replace(params=copy, spec=spec, **changes)
+
     def moved(
         self,
         uri: str,

@@ -13,10 +13,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from virtlib.accel import AccelChoice
 from virtlib.backends.libvirt.domxml import (
     ControllerConfig,
+    DimmConfig,
     DiskConfig,
     DisplayConfig,
     DomainConfig,
@@ -37,6 +39,7 @@ from virtlib.spec import CdromSpec, DiskSpec, NicSpec, VMSpec
 from virtlib.state import Allocations
 
 log = logging.getLogger(__name__)
+Placed = TypeVar("Placed", DiskConfig, InterfaceConfig)
 
 TARGET_PREFIX = {"virtio": "vd", "ide": "hd", "scsi": "sd", "sata": "sd", "usb": "sd", "xen": "xvd"}
 USER_NET_MODELS = {
@@ -50,7 +53,10 @@ FIRST_USER_NET_SLOT = 3
 FIRST_MANAGED_SLOT = 8
 """Where the PCI devices libvirt manages start (slots 3-7 are left to user-net NICs)."""
 LAST_PCI_SLOT = 31
+MANAGED_SLOT_ORDER = (*range(FIRST_MANAGED_SLOT, LAST_PCI_SLOT + 1), *range(3, FIRST_MANAGED_SLOT))
 RESERVED_SLOTS = frozenset({0, 1, 2})  # host bridge, PIIX3 (IDE, USB, PM), VGA
+CONTROLLER_MODELS = {"scsi": "virtio-scsi"}
+"""libvirt's default SCSI controller on QEMU is an LSI one, which cloud kernels lack."""
 HUGEPAGE_KIB = 2048
 DISPLAY_LISTEN = "127.0.0.1"
 PA_TYPES = ("vf", "pf", "mixed")
@@ -121,34 +127,39 @@ def design(
     xen = template.startswith("xen")
     explicit = places_pci_devices(spec, template)
     media = media or PreparedMedia()
-    disks = _disks(spec, xen=xen, pv=template == "xen-pv", media=media)
+    planned = _disks(spec, xen=xen, pv=template == "xen-pv", media=media)
     if media.seed is not None:
-        disks += (_seed_cdrom(media.seed, disks, spec, xen, template == "xen-pv"),)
+        seed = _seed_cdrom(media.seed, [p.config for p in planned], spec, xen, template == "xen-pv")
+        planned.append(_Planned(seed))
     user_slots = user_net_slots(spec.nics, spec.name) if not xen else {}
-    interfaces, user_nets = _nics(spec.nics, allocations, xen, user_slots)
+    managed, user_nets = _nics(spec.nics, allocations, xen, user_slots)
     guest_agent = spec.guest_agent and not xen
     hostdevs = _hostdevs(spec, facts) if check_resources else ()
     controllers: tuple[ControllerConfig, ...] = ()
     balloon_slot = 0
     if explicit:
-        plan = _SlotPlan(spec.name, set(user_slots.values()))
+        pinned = {p.config.pci_slot for p in planned if p.config.pci_slot}
+        pinned |= {i.config.pci_slot for i in managed if i.config.pci_slot}
+        plan = _SlotPlan(spec.name, set(user_slots.values()), pinned)
         controllers = tuple(
-            ControllerConfig(kind, plan.take(f"the {kind} controller"))
-            for kind in _controllers_needed(disks, guest_agent)
+            ControllerConfig(
+                kind, plan.take(f"the {kind} controller"), CONTROLLER_MODELS.get(kind, "")
+            )
+            for kind in _controllers_needed([p.config for p in planned], guest_agent)
         )
-        interfaces = tuple(
-            dataclasses.replace(i, pci_slot=plan.take(f"NIC {i.mac}")) for i in interfaces
-        )
-        disks = tuple(
-            dataclasses.replace(d, pci_slot=plan.take(f"disk {d.target}"))
-            if d.bus == "virtio"
-            else d
-            for d in disks
-        )
+        managed = [i.placed(plan, f"NIC {i.config.mac}") for i in managed]
+        planned = [
+            p.placed(plan, f"disk {p.config.target}") if p.config.bus == "virtio" else p
+            for p in planned
+        ]
         balloon_slot = plan.take("the memory balloon")
         hostdevs = tuple(
             dataclasses.replace(h, guest_slot=plan.take("a host PCI device")) for h in hostdevs
         )
+    disks = _in_order([p.config for p in planned if p.present], spec.disk_order)
+    interfaces = tuple(i.config for i in managed if i.present)
+    absent: list[DiskConfig | InterfaceConfig] = [p.config for p in planned if not p.present]
+    absent += [i.config for i in managed if not i.present]
     if spec.hugepages and check_resources:
         _check_hugepages(spec, facts)
     cpu_mode, cpu_model = spec.cpu_mode, spec.cpu_model
@@ -158,8 +169,14 @@ def design(
         template=template,
         domain_type=domain_type,
         name=spec.name,
-        memory_mib=spec.mem_mib,
+        memory_mib=spec.memory_mib,
         vcpus=spec.vcpus,
+        vcpus_max=spec.growth.vcpus_max,
+        max_memory_mib=spec.growth.mem_max_mib if not xen else 0,
+        mem_slots=spec.growth.mem_slots if not xen else 0,
+        numa_cell_mib=spec.mem_mib if spec.growth.mem_slots and not xen else 0,
+        dimms=tuple(DimmConfig(d.size_mib, d.slot, d.base) for d in spec.growth.dimms),
+        current_memory_mib=spec.growth.balloon_mib,
         uuid=uuid,
         machine=spec.machine_type,
         cpu_mode=cpu_mode,
@@ -182,7 +199,56 @@ def design(
         on_reboot=spec.on_reboot,
         on_crash=spec.on_crash,
         metadata=dict(metadata or {}),
+        reserved_slots=frozenset(
+            {c.pci_slot for c in absent if c.pci_slot}
+            | {slot for index, slot in user_slots.items() if not _present(spec, index)}
+        ),
+        reserved_targets=frozenset(c.target for c in absent if isinstance(c, DiskConfig)),
     )
+
+
+def _present(spec: VMSpec, nic_index: int) -> bool:
+    return spec.nic(nic_index) is not None
+
+
+# --- hotplug: where a new device goes ----------------------------------------------------------
+def used_pci_slots(config: DomainConfig) -> set[int]:
+    """Every slot on PCI bus 0 the design gives out or keeps (the chipset's included)."""
+    slots = set(RESERVED_SLOTS) | set(config.reserved_slots)
+    slots |= {d.pci_slot for d in config.disks} | {i.pci_slot for i in config.interfaces}
+    slots |= {n.pci_slot for n in config.user_nets} | {c.pci_slot for c in config.controllers}
+    slots |= {h.guest_slot for h in config.hostdevs} | {config.balloon_slot}
+    return slots - {0}
+
+
+def hot_pci_slot(vm: str, config: DomainConfig, taken: set[int], user_net: bool) -> int:
+    """The slot for a device hotplugged into ``config`` (``taken``: more slots in use): a
+    user-net NIC the lowest free one from FIRST_USER_NET_SLOT (QEMU's order), any other
+    device the next in the order of libvirt's devices.
+
+    :raises VMParamsError: bus 0 is full.
+    """
+    used = used_pci_slots(config) | taken
+    order = range(FIRST_USER_NET_SLOT, LAST_PCI_SLOT + 1) if user_net else MANAGED_SLOT_ORDER
+    for slot in order:
+        if slot not in used:
+            return slot
+    raise VMParamsError(f"VM {vm!r}: no free PCI slot on bus 0 for another device")
+
+
+def hot_target(config: DomainConfig, bus: str) -> str:
+    """The first target name of ``bus``'s prefix no disk or CD-ROM has (or keeps)."""
+    used = {d.target for d in config.disks} | set(config.reserved_targets)
+    prefix = TARGET_PREFIX[bus]
+    index = 0
+    while prefix + _letters(index) in used:
+        index += 1
+    return prefix + _letters(index)
+
+
+def needs_scsi_controller(config: DomainConfig) -> bool:
+    """True when the design has no SCSI controller to hotplug a SCSI disk onto."""
+    return not any(c.type == "scsi" for c in config.controllers)
 
 
 def _display(spec: VMSpec) -> DisplayConfig | None:
@@ -210,11 +276,11 @@ class _SlotPlan:
     (slot 0), which adds a PCI bridge -- unless user-net NICs hide on bus 0, whose slots
     libvirt would think free."""
 
-    def __init__(self, vm: str, user_net: set[int]) -> None:
+    def __init__(self, vm: str, user_net: set[int], pinned: set[int] | None = None) -> None:
         self.vm = vm
         self.user_net = set(user_net)
-        order = [*range(FIRST_MANAGED_SLOT, LAST_PCI_SLOT + 1), *range(3, FIRST_MANAGED_SLOT)]
-        self.free: list[int] = [s for s in order if s not in user_net | RESERVED_SLOTS]
+        taken = user_net | RESERVED_SLOTS | (pinned or set())
+        self.free: list[int] = [s for s in MANAGED_SLOT_ORDER if s not in taken]
 
     def take(self, what: str) -> int:
         if self.free:
@@ -254,7 +320,14 @@ def user_net_slots(nics: tuple[NicSpec, ...], vm: str = "") -> dict[int, int]:
     return chosen
 
 
-def _controllers_needed(disks: tuple[DiskConfig, ...], guest_agent: bool) -> list[str]:
+def user_net_network(index: int) -> str:
+    """The subnet of user-net NIC ``index``: QEMU's 10.0.2.0/24 for the first, 10.0.3.0/24
+    for the second, ...: each NIC its own, or the guest answers a connection that came in
+    on one NIC out of the other (both would be 10.0.2.15 on the same subnet)."""
+    return "" if index == 0 else f"10.0.{2 + index}.0/24" if index < 250 else ""
+
+
+def _controllers_needed(disks: list[DiskConfig], guest_agent: bool) -> list[str]:
     """Controllers on PCI that libvirt would otherwise add (and place) by itself."""
     kinds = []
     if any(d.bus == "sata" for d in disks):
@@ -274,7 +347,7 @@ def _boot_devices(spec: VMSpec) -> tuple[str, ...]:
 
 
 def _seed_cdrom(
-    seed: Path, disks: tuple[DiskConfig, ...], spec: VMSpec, xen: bool, pv: bool
+    seed: Path, disks: list[DiskConfig], spec: VMSpec, xen: bool, pv: bool
 ) -> DiskConfig:
     """The cloud-init seed as a read-only CD-ROM after the other disks: IDE on i440fx
     (built in, no PCI slot), SATA on q35 (built in there)."""
@@ -306,12 +379,16 @@ def boot_media(spec: VMSpec) -> BootMedia | None:
     return BootMedia(spec.kernel, spec.initrd, spec.kernel_args)
 
 
-def _target_names() -> Callable[[str], str]:
+def _target_names(taken: set[str] | None = None) -> Callable[[str], str]:
+    """Names in Linux's order per prefix (vda, vdb, ...), skipping those ``taken`` already."""
     used: dict[str, int] = {}
+    skip = taken or set()
 
     def next_name(bus: str) -> str:
         prefix = TARGET_PREFIX[bus]
         index = used.get(prefix, 0)
+        while prefix + _letters(index) in skip:
+            index += 1
         used[prefix] = index + 1
         return prefix + _letters(index)
 
@@ -355,47 +432,76 @@ def missing_disk(vm: str, disk: DiskSpec) -> VMFileMissingError:
     )
 
 
-def _disks(spec: VMSpec, xen: bool, pv: bool, media: PreparedMedia) -> tuple[DiskConfig, ...]:
-    """Disks, then CD-ROMs, with Linux's target names.  On shared migration storage the
-    writable disks keep their owner (QEMU's user, set by the driver): both hosts' QEMUs
-    use them, and libvirt must not hand them back to root when one side stops."""
+@dataclass(frozen=True)
+class _Planned(Generic[Placed]):
+    """A device while the designer places it: ``present`` ones go into the domain; the others
+    (not attached now) keep their target name and PCI slot for when they are."""
+
+    config: Placed
+    present: bool = True
+
+    def placed(self, plan: _SlotPlan, what: str) -> _Planned[Placed]:
+        """With the next free slot of ``plan``, unless it has one already (hotplugged)."""
+        if self.config.pci_slot:
+            return self
+        return dataclasses.replace(
+            self, config=dataclasses.replace(self.config, pci_slot=plan.take(what))
+        )
+
+
+def _disks(spec: VMSpec, xen: bool, pv: bool, media: PreparedMedia) -> list[_Planned[DiskConfig]]:
+    """Disks (every entry of ``images``, attached or not), then CD-ROMs, with Linux's
+    target names (a hotplugged disk keeps the one it was given).  On shared migration
+    storage the writable disks keep their owner (QEMU's user, set by the driver): both
+    hosts' QEMUs use them, and libvirt must not hand them back to root when one side stops."""
     vm = spec.name
     shared = spec.migration_storage == "shared"
-    next_name = _target_names()
-    result = []
-    for disk in spec.disks:
-        if not disk.raw_device and not disk.path.exists():
+    next_name = _target_names({d.target for d in spec.planned_disks() if d.target})
+    result: list[_Planned[DiskConfig]] = []
+    for disk in spec.planned_disks():
+        if disk.present and not disk.raw_device and not disk.path.exists():
             raise missing_disk(vm, disk)
         bus = _disk_bus(disk.bus, xen, pv)
         overlay = media.overlays.get(disk.name)
-        result.append(
-            DiskConfig(
-                source=str(overlay.path if overlay else disk.path),
-                target=next_name(bus),
-                bus=bus,
-                format=overlay.format if overlay else disk.format,
-                block=disk.raw_device,
-                readonly=disk.readonly,
-                relabel=not (shared and not disk.readonly),
-                backing_source=str(overlay.base) if overlay else "",
-                backing_format=overlay.base_format if overlay else "",
-            )
+        config = DiskConfig(
+            source=str(overlay.path if overlay else disk.path),
+            target=disk.target or next_name(bus),
+            bus=bus,
+            format=overlay.format if overlay else disk.format,
+            block=disk.raw_device,
+            readonly=disk.readonly,
+            relabel=not (shared and not disk.readonly),
+            backing_source=str(overlay.base) if overlay else "",
+            backing_format=overlay.base_format if overlay else "",
+            pci_slot=disk.pci_slot if bus == "virtio" else 0,
+            serial=disk.serial,
+            name=disk.name,
         )
+        result.append(_Planned(config, disk.present))
     for cdrom in spec.cdroms:
         if cdrom.path is not None:
             check_cdrom(cdrom, vm)
         bus = _cdrom_bus(cdrom.bus, xen, pv)
-        result.append(
-            DiskConfig(
-                source=str(cdrom.path) if cdrom.path else "",
-                target=next_name(bus),
-                bus=bus,
-                format="raw",
-                device="cdrom",
-                readonly=True,
-            )
+        config = DiskConfig(
+            source=str(cdrom.path) if cdrom.path else "",
+            target=next_name(bus),
+            bus=bus,
+            format="raw",
+            device="cdrom",
+            readonly=True,
+            name=cdrom.name,
         )
-    return tuple(result)
+        result.append(_Planned(config))
+    return result
+
+
+def _in_order(disks: list[DiskConfig], order: tuple[str, ...]) -> tuple[DiskConfig, ...]:
+    """The disks in the order the running domain has them (``order``, targets), when
+    hotplug recorded one; the others after them, as designed."""
+    if not order:
+        return tuple(disks)
+    rank = {target: index for index, target in enumerate(order)}
+    return tuple(sorted(disks, key=lambda d: rank.get(d.target, len(rank))))
 
 
 def check_cdrom(cdrom: CdromSpec, vm: str = "") -> None:
@@ -426,11 +532,14 @@ def _nics(
     allocations: Allocations,
     xen: bool,
     user_slots: dict[int, int],
-) -> tuple[tuple[InterfaceConfig, ...], tuple[UserNetConfig, ...]]:
-    interfaces, user_nets = [], []
+) -> tuple[list[_Planned[InterfaceConfig]], tuple[UserNetConfig, ...]]:
+    """libvirt's NICs (every one, attached or not: a NIC not attached keeps its slot) and the
+    user-net NICs attached now."""
+    interfaces: list[_Planned[InterfaceConfig]] = []
+    user_nets = []
     macs, ports = allocations.mac_map, allocations.port_map
     for nic in nics:
-        mac = macs[nic.index]
+        mac = macs[nic.index] if nic.present else macs.get(nic.index, "")
         if nic.nettype == "user":
             if xen:
                 raise VMParamsError(
@@ -442,6 +551,8 @@ def _nics(
                     f"NIC {nic.name!r}: nic_model {nic.model!r} is not one of "
                     f"{', '.join(USER_NET_MODELS)}"
                 )
+            if not nic.present:
+                continue
             forwards = tuple((ports[(nic.index, port)], port) for port in nic.guest_ports)
             user_nets.append(
                 UserNetConfig(
@@ -451,18 +562,20 @@ def _nics(
                     pci_slot=user_slots[nic.index],
                     forwards=forwards,
                     restrict=nic.restrict,
+                    device_id=f"vlnic{nic.index}",
+                    network=user_net_network(nic.index),
                 )
             )
         else:
-            interfaces.append(
-                InterfaceConfig(
-                    nic.nettype,
-                    nic.netdst,
-                    mac,
-                    "netfront" if xen and nic.model == "virtio" else nic.model,
-                )
+            config = InterfaceConfig(
+                nic.nettype,
+                nic.netdst,
+                mac,
+                "netfront" if xen and nic.model == "virtio" else nic.model,
+                pci_slot=nic.pci_slot,
             )
-    return tuple(interfaces), tuple(user_nets)
+            interfaces.append(_Planned(config, nic.present))
+    return interfaces, tuple(user_nets)
 
 
 def _check_hugepages(spec: VMSpec, facts: HostFacts) -> None:

@@ -53,6 +53,7 @@ from virtlib.backends.libvirt.lifecycle import (
     shutdown_gracefully,
     wait_for_crash_dump,
 )
+from virtlib.backends.libvirt.vm_devices import LibvirtDevices
 from virtlib.backends.libvirt.vm_snapshots import LibvirtSnapshots
 from virtlib.contract import BaseVM
 from virtlib.errors import (
@@ -82,7 +83,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class LibvirtVM(LibvirtSnapshots, BaseVM):
+class LibvirtVM(LibvirtSnapshots, LibvirtDevices, BaseVM):
     """A VM run by libvirtd (``vm_type = libvirt``); see the module docstring."""
 
     BACKEND = "libvirt"
@@ -608,7 +609,7 @@ class LibvirtVM(LibvirtSnapshots, BaseVM):
 
         The VM keeps its reservations, so restore_from_file() brings it back as it was.
         """
-        self.guest().save(str(path))
+        self.guest().save(str(path), self.xml)  # the design: NICs QEMU got through QMP
         self._detach_console(release=False)
 
     def restore_from_file(self, path: str) -> None:

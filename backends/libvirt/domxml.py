@@ -41,6 +41,17 @@ class DiskConfig:
     backing_source: str = ""  # an overlay's read-only base image (never relabelled)
     backing_format: str = ""
     pci_slot: int = 0  # virtio disks: the slot on PCI bus 0 (0: libvirt chooses)
+    serial: str = ""  # what the guest sees as its serial number (/dev/disk/by-id)
+    name: str = ""  # its name in params (``images``, ``cdroms``); not XML
+
+
+@dataclass(frozen=True)
+class DimmConfig:
+    """A memory module (``<memory model="dimm">``) on NUMA node 0, in slot ``slot``."""
+
+    size_mib: int
+    slot: int
+    base: int = 0  # its guest-physical address (0: the hypervisor chooses)
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,7 @@ class ControllerConfig:
 
     type: str
     pci_slot: int
+    model: str = ""  # e.g. "virtio-scsi" ("": libvirt's default for the type)
 
 
 @dataclass(frozen=True)
@@ -73,19 +85,32 @@ class UserNetConfig:
     forwards: tuple[tuple[int, int], ...]  # (host port on 127.0.0.1, guest port)
     bind_address: str = "127.0.0.1"
     restrict: bool = False
+    device_id: str = ""  # QEMU's id of the NIC (device_del takes it)
+    network: str = ""  # the guest's subnet ("": QEMU's 10.0.2.0/24)
 
-    def qemu_args(self) -> list[str]:
-        netdev = (
+    def netdev_options(self) -> str:
+        """QEMU's ``-netdev`` value."""
+        return (
             f"user,id={self.netdev_id}"
+            + f",net={self.network}" * bool(self.network)
             + ",restrict=on" * self.restrict
             + "".join(
                 f",hostfwd=tcp:{self.bind_address}:{host}-:{guest}" for host, guest in self.forwards
             )
         )
-        device = (
-            f"{self.device_model},netdev={self.netdev_id},mac={self.mac},addr={self.pci_slot:#x}"
-        )
-        return ["-netdev", netdev, "-device", device]
+
+    def device_properties(self) -> dict[str, str]:
+        """The NIC's ``-device`` properties (also device_add's arguments)."""
+        props = {"driver": self.device_model}
+        if self.device_id:
+            props["id"] = self.device_id
+        props.update(netdev=self.netdev_id, mac=self.mac, addr=f"{self.pci_slot:#x}")
+        return props
+
+    def qemu_args(self) -> list[str]:
+        props = self.device_properties()
+        device = ",".join([props.pop("driver"), *(f"{k}={v}" for k, v in props.items())])
+        return ["-netdev", self.netdev_options(), "-device", device]
 
 
 @dataclass(frozen=True)
@@ -117,6 +142,12 @@ class DomainConfig:
     memory_mib: int
     vcpus: int
     uuid: str = ""
+    vcpus_max: int = 0  # more than ``vcpus``: <vcpu current="vcpus">vcpus_max</vcpu>
+    max_memory_mib: int = 0  # memory hotplug: <maxMemory slots=...>, NUMA cell 0
+    mem_slots: int = 0
+    numa_cell_mib: int = 0  # the boot memory, in NUMA cell 0 (memory hotplug needs a cell)
+    dimms: tuple[DimmConfig, ...] = ()
+    current_memory_mib: int = 0  # the balloon's target (0: all of memory_mib)
     machine: str = ""
     cpu_mode: str = ""
     cpu_model: str = ""
@@ -138,6 +169,10 @@ class DomainConfig:
     on_reboot: str = "restart"
     on_crash: str = "destroy"
     metadata: dict[str, str] = field(default_factory=dict)
+    # The designer's, not XML: PCI slots and disk targets kept for devices that are not
+    # attached now (``boot_drive = no``), so that nothing hotplugged takes them.
+    reserved_slots: frozenset[int] = frozenset()
+    reserved_targets: frozenset[str] = frozenset()
 
 
 def load_template(name: str) -> etree._ElementTree:
@@ -189,18 +224,12 @@ def build(config: DomainConfig) -> etree._Element:
         _insert_after(root, "name", "uuid").text = config.uuid
     if config.metadata:
         _add_metadata(root, config.metadata)
-    _set_text(root, "memory", str(config.memory_mib))
-    _set_text(root, "vcpu", str(config.vcpus))
+    _fill_memory(root, config)
     if config.hugepages:
         backing = _insert_after(root, "vcpu", "memoryBacking")
         _child(backing, "hugepages")
     _fill_os(root, config)
-    if config.cpu_mode or config.cpu_model:
-        cpu = _insert_after(root, "features" if root.find("features") is not None else "os", "cpu")
-        cpu.set("mode", config.cpu_mode or "custom")
-        if config.cpu_model:
-            cpu.set("match", "exact")
-            _child(cpu, "model", config.cpu_model, fallback="allow")
+    _fill_cpu(root, config)
     _set_text(root, "on_poweroff", config.on_poweroff)
     _set_text(root, "on_reboot", config.on_reboot)
     _set_text(root, "on_crash", config.on_crash)
@@ -231,6 +260,8 @@ def build(config: DomainConfig) -> etree._Element:
         balloon.append(_pci_address(config.balloon_slot))
     for hostdev in config.hostdevs:
         devices.append(_hostdev(hostdev))
+    for dimm in config.dimms:
+        devices.append(dimm_element(dimm))
     if config.panic_model:
         _child(devices, "panic", model=config.panic_model)
     if config.display is not None:
@@ -241,6 +272,41 @@ def build(config: DomainConfig) -> etree._Element:
             for arg in net.qemu_args():
                 etree.SubElement(commandline, f"{{{QEMU_NS}}}arg", value=arg)
     return root
+
+
+def _fill_memory(root: etree._Element, config: DomainConfig) -> None:
+    """``<memory>``, ``<maxMemory>`` (before it) and ``<currentMemory>`` (after it), and
+    ``<vcpu>`` (``current`` of them plugged when it can grow)."""
+    memory = _set_text(root, "memory", str(config.memory_mib))
+    vcpu = _set_text(root, "vcpu", str(config.vcpus))
+    if config.vcpus_max > config.vcpus:
+        vcpu.text = str(config.vcpus_max)
+        vcpu.set("current", str(config.vcpus))
+    if config.max_memory_mib:
+        maximum = etree.Element("maxMemory", slots=str(config.mem_slots), unit="MiB")
+        maximum.text = str(config.max_memory_mib)
+        memory.addprevious(maximum)
+    if config.current_memory_mib:
+        current = etree.Element("currentMemory", unit="MiB")
+        current.text = str(config.current_memory_mib)
+        memory.addnext(current)
+
+
+def _fill_cpu(root: etree._Element, config: DomainConfig) -> None:
+    """``<cpu>``: mode and model, and NUMA cell 0 when memory can be hotplugged."""
+    if not (config.cpu_mode or config.cpu_model or config.numa_cell_mib):
+        return
+    cpu = _insert_after(root, "features" if root.find("features") is not None else "os", "cpu")
+    if config.cpu_mode or config.cpu_model:
+        cpu.set("mode", config.cpu_mode or "custom")
+    if config.cpu_model:
+        cpu.set("match", "exact")
+        _child(cpu, "model", config.cpu_model, fallback="allow")
+    if config.numa_cell_mib:
+        numa = _child(cpu, "numa")
+        last = max(config.vcpus, config.vcpus_max) - 1
+        cpus = f"0-{last}" if last else "0"
+        _child(numa, "cell", id="0", cpus=cpus, memory=str(config.numa_cell_mib), unit="MiB")
 
 
 def _add_display(devices: etree._Element, display: DisplayConfig) -> None:
@@ -318,13 +384,40 @@ def _disk(disk: DiskConfig) -> etree._Element:
     _child(element, "target", dev=disk.target, bus=disk.bus)
     if disk.readonly or disk.device == "cdrom":
         _child(element, "readonly")
+    if disk.serial:
+        _child(element, "serial", disk.serial)
     if disk.pci_slot:
         element.append(_pci_address(disk.pci_slot))
     return element
 
 
+def disk_element(disk: DiskConfig) -> etree._Element:
+    """One ``<disk>`` (for hotplug, media changes and block copies)."""
+    return _disk(disk)
+
+
+def interface_element(interface: InterfaceConfig) -> etree._Element:
+    """One ``<interface>`` of a libvirt-managed NIC (for hotplug)."""
+    return _interface(interface)
+
+
+def dimm_element(dimm: DimmConfig) -> etree._Element:
+    """``<memory model="dimm">`` on NUMA node 0 (the guest's only cell), in its slot."""
+    element = etree.Element("memory", model="dimm")
+    target = _child(element, "target")
+    _child(target, "size", str(dimm.size_mib), unit="MiB")
+    _child(target, "node", "0")
+    address = {"type": "dimm", "slot": str(dimm.slot)}
+    if dimm.base:
+        address["base"] = f"{dimm.base:#x}"
+    _child(element, "address", **address)
+    return element
+
+
 def _controller(controller: ControllerConfig) -> etree._Element:
     element = etree.Element("controller", type=controller.type, index="0")
+    if controller.model:
+        element.set("model", controller.model)
     element.append(_pci_address(controller.pci_slot))
     return element
 

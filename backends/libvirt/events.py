@@ -10,6 +10,7 @@ than a list copy.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import libvirt
+import libvirt_qemu
 
 from virtlib.waiting import Deadline
 
@@ -27,6 +29,10 @@ _event_loop_lock = threading.Lock()
 _event_loop_threads: list[threading.Thread] = []
 
 LIFECYCLE, REBOOT, AGENT, DEVICE_REMOVED = "lifecycle", "reboot", "agent", "device-removed"
+BLOCK_JOB = "block-job"
+QEMU_DEVICE_DELETED = "qemu-device-deleted"
+"""QEMU's own DEVICE_DELETED (a device libvirt does not know: a user-networking NIC
+virtlib plugged through QMP), where libvirt's device-removed is for its own devices."""
 
 Watcher = Callable[["DomainEvent"], None]
 T = TypeVar("T")
@@ -60,13 +66,14 @@ def on_event_loop() -> bool:
 
 @dataclass(frozen=True)
 class DomainEvent:
-    """An event of one domain: ``kind`` is lifecycle, reboot, agent or device-removed."""
+    """An event of one domain: ``kind`` is lifecycle, reboot, agent, device-removed,
+    qemu-device-deleted or block-job (``event`` the job's type, ``detail`` its status)."""
 
     uuid: str
     kind: str
     event: int = -1
     detail: int = -1
-    device: str = ""  # the alias of a removed device
+    device: str = ""  # the alias (QEMU's id) of a removed device; a block job's disk target
 
     @property
     def stopped(self) -> bool:
@@ -98,6 +105,24 @@ class DomainEvent:
         if not self.stopped:
             return None
         return STOP_DETAILS.get(self.detail, "stopped")
+
+    @property
+    def block_job_ended(self) -> bool:
+        """A block job completed, failed or was cancelled (READY is not an end)."""
+        return self.kind == BLOCK_JOB and self.detail in (
+            libvirt.VIR_DOMAIN_BLOCK_JOB_COMPLETED,
+            libvirt.VIR_DOMAIN_BLOCK_JOB_FAILED,
+            libvirt.VIR_DOMAIN_BLOCK_JOB_CANCELED,
+        )
+
+    @property
+    def block_job_ready(self) -> bool:
+        """A mirror (copy, active commit) has everything and waits for its pivot."""
+        return self.kind == BLOCK_JOB and self.detail == libvirt.VIR_DOMAIN_BLOCK_JOB_READY
+
+    @property
+    def block_job_completed(self) -> bool:
+        return self.kind == BLOCK_JOB and self.detail == libvirt.VIR_DOMAIN_BLOCK_JOB_COMPLETED
 
     @property
     def agent_connected(self) -> bool:
@@ -178,6 +203,29 @@ class EventHub:
     def on_device_removed(self, _c: object, dom: libvirt.virDomain, alias: str, _o: object) -> None:
         self.publish(DomainEvent(dom.UUIDString(), DEVICE_REMOVED, device=alias))
 
+    def on_block_job(
+        self, _c: object, dom: libvirt.virDomain, disk: str, job: int, status: int, _o: object
+    ) -> None:
+        self.publish(DomainEvent(dom.UUIDString(), BLOCK_JOB, job, status, device=disk))
+
+    def on_qemu_event(
+        self,
+        _c: object,
+        dom: libvirt.virDomain,
+        event: str,
+        _seconds: int,
+        _micros: int,
+        details: str | None,
+        _o: object,
+    ) -> None:
+        """QEMU's DEVICE_DELETED of a device with an id (its parts have only a path)."""
+        try:
+            device = json.loads(details or "{}").get("device", "")
+        except ValueError:
+            return
+        if event == "DEVICE_DELETED" and device:
+            self.publish(DomainEvent(dom.UUIDString(), QEMU_DEVICE_DELETED, device=device))
+
     def register(self, conn: libvirt.virConnect, uri: str) -> None:
         """Register the callbacks on a (new) connection; events a driver lacks are skipped."""
         for event_id, callback in (
@@ -185,11 +233,19 @@ class EventHub:
             (libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self.on_reboot),
             (libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE, self.on_agent),
             (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, self.on_device_removed),
+            (libvirt.VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2, self.on_block_job),
         ):
             try:
                 conn.domainEventRegisterAny(None, event_id, callback, None)
             except libvirt.libvirtError:
                 log.debug("%s: domain event %d not supported", uri, event_id)
+        if conn.getType() == "QEMU":
+            try:
+                libvirt_qemu.qemuMonitorEventRegister(
+                    conn, None, "DEVICE_DELETED", self.on_qemu_event, None, 0
+                )
+            except libvirt.libvirtError:
+                log.debug("%s: QEMU monitor events not supported", uri)
 
 
 def _remove(table: dict[str, list[T]], key: str, item: T) -> None:

@@ -95,7 +95,16 @@ SNAPSHOT_REFUSALS = (
     }
 )
 HMP = libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP
-#: The refusal of a snapshot call, made from libvirt's message.
+#: libvirt errors of device and block-job calls that are the operation being refused (or
+#: failing), not the connection or the domain being gone.
+REFUSALS = UNSUPPORTED_CODES | STATE_CODES | TIMEOUT_CODES
+BLOCK_JOB_KINDS = {
+    libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_PULL: "pull",
+    libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_COPY: "copy",
+    libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_COMMIT: "commit",
+    libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT: "active commit",
+}
+#: A refusal of a snapshot, device or block-job call, made from libvirt's message.
 Refusal = Callable[[str], VMError]
 
 
@@ -217,8 +226,11 @@ class Guest:
             lambda: self.dom.sendKey(libvirt.VIR_KEYCODE_SET_LINUX, 0, codes, len(codes), 0),
         )
 
-    def save(self, path: str) -> None:
-        self._call("save", lambda: self.dom.save(path))
+    def save(self, path: str, xml: str | None = None) -> None:
+        """Save the domain to ``path``; ``xml`` is the definition to restore it with (it
+        must describe the same guest: virtlib's design holds the NICs QEMU was given
+        outside libvirt's API, which libvirt's own definition lacks)."""
+        self._call("save", lambda: self.dom.saveFlags(path, xml, 0))
 
     def memory_dump(self, path: str, compressed: bool = False) -> None:
         """A memory-only core dump (the guest's RAM) into ``path``: raw, or kdump-compressed
@@ -382,6 +394,79 @@ class Guest:
             )
         )
 
+    # --- devices on the running guest (hotplug, media, vCPUs, memory) ------------------------
+    @staticmethod
+    def _affect(persistent: bool) -> int:
+        live, config = int(libvirt.VIR_DOMAIN_AFFECT_LIVE), int(libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        return live | (config if persistent else 0)
+
+    def attach_device(self, xml: str, persistent: bool, refused: Refusal) -> None:
+        """Attach the device of ``xml`` to the running domain (and its config)."""
+        self._refusable(
+            "attach a device to",
+            lambda: self.dom.attachDeviceFlags(xml, self._affect(persistent)),
+            refused,
+        )
+
+    def detach_device(self, xml: str, persistent: bool, refused: Refusal) -> None:
+        """Ask the guest to release the device of ``xml``; libvirt removes it when the
+        guest has (the device-removed event), which may be after this returns."""
+        self._refusable(
+            "detach a device from",
+            lambda: self.dom.detachDeviceFlags(xml, self._affect(persistent)),
+            refused,
+        )
+
+    def update_device(self, xml: str, persistent: bool, refused: Refusal) -> None:
+        """Change a device in place (a CD-ROM's medium), even when the guest locked it."""
+        flags = self._affect(persistent) | libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE
+        self._refusable(
+            "change a device of", lambda: self.dom.updateDeviceFlags(xml, flags), refused
+        )
+
+    def set_vcpus(
+        self, count: int, guest: bool, persistent: bool, refused: Refusal, timed_out: Refusal
+    ) -> None:
+        """Plug or unplug vCPUs to ``count`` (``guest``: online or offline them in the guest
+        through the guest agent instead).  libvirt waiting in vain for an unplugged vCPU
+        to go is ``timed_out``."""
+        flags = libvirt.VIR_DOMAIN_VCPU_GUEST if guest else self._affect(persistent)
+
+        def factory(exc: libvirt.libvirtError) -> VMError:
+            return refused(message(exc))
+
+        overrides: dict[int, ErrorFactory] = dict.fromkeys(REFUSALS, factory)
+        overrides[libvirt.VIR_ERR_OPERATION_TIMEOUT] = lambda e: timed_out(message(e))
+        self._call(
+            "set the vCPUs of", lambda: self.dom.setVcpusFlags(count, flags), overrides, factory
+        )
+
+    def set_memory(self, kib: int, persistent: bool, refused: Refusal) -> None:
+        """The balloon's target (KiB)."""
+        self._refusable(
+            "set the memory of",
+            lambda: self.dom.setMemoryFlags(kib, self._affect(persistent)),
+            refused,
+        )
+
+    def qmp(self, command: str, arguments: dict[str, Any], refused: Refusal) -> Any:
+        """One QMP command through libvirt-qemu (for what libvirt's API cannot do: a
+        user-networking NIC); its ``return`` value.  QEMU's refusal (an ``error``
+        answer) becomes ``refused(its class and description)``.  libvirt marks the
+        domain tainted (custom-monitor) in its log."""
+        text = json.dumps({"execute": command, "arguments": arguments})
+        answer = json.loads(
+            self._refusable(
+                f"run {command!r} on",
+                lambda: libvirt_qemu.qemuMonitorCommand(self.dom, text, 0),
+                refused,
+            )
+        )
+        error = answer.get("error")
+        if error:
+            raise refused(f"{command}: {error.get('class')}: {error.get('desc')}")
+        return answer.get("return")
+
     def set_metadata(self, element: str, key: str, namespace: str) -> None:
         """Replace the live domain's metadata element in ``namespace`` (virDomainSetMetadata)."""
         self._call(
@@ -394,6 +479,69 @@ class Guest:
                 libvirt.VIR_DOMAIN_AFFECT_LIVE,
             ),
         )
+
+    # --- block jobs ---------------------------------------------------------------------------
+    def block_commit(
+        self,
+        disk: str,
+        base: str | None,
+        top: str | None,
+        mib_s: int,
+        active: bool,
+        refused: Refusal,
+    ) -> None:
+        """Start merging ``top`` (the active image when ``active``) into ``base``."""
+        flags = libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE if active else 0
+        self._refusable(
+            "start a block commit on",
+            lambda: self.dom.blockCommit(disk, base, top, mib_s, flags),
+            refused,
+        )
+
+    def block_pull(self, disk: str, base: str | None, mib_s: int, refused: Refusal) -> None:
+        """Start pulling the backing images' data (down to ``base``) into the active image."""
+        self._refusable(
+            "start a block pull on", lambda: self.dom.blockRebase(disk, base, mib_s, 0), refused
+        )
+
+    def block_copy(
+        self, disk: str, dest_xml: str, bytes_s: int, shallow: bool, refused: Refusal
+    ) -> None:
+        """Start mirroring the disk to the new image described by ``dest_xml``."""
+        params = {libvirt.VIR_DOMAIN_BLOCK_COPY_BANDWIDTH: bytes_s} if bytes_s else {}
+        flags = libvirt.VIR_DOMAIN_BLOCK_COPY_SHALLOW if shallow else 0
+        self._refusable(
+            "start a block copy on",
+            lambda: self.dom.blockCopy(disk, dest_xml, params, flags),
+            refused,
+        )
+
+    def block_job(self, disk: str) -> tuple[str, int, int, int] | None:
+        """The disk's running block job: (its kind, bytes done, bytes in all, MiB/s);
+        None when it has none."""
+        info = self._call("read the block job of", lambda: self.dom.blockJobInfo(disk, 0))
+        if not info:
+            return None
+        kind = BLOCK_JOB_KINDS.get(int(info.get("type", 0)), "block job")
+        return kind, int(info.get("cur", 0)), int(info.get("end", 0)), int(info.get("bandwidth", 0))
+
+    def block_job_abort(self, disk: str, pivot: bool, refused: Refusal) -> None:
+        """End the disk's block job; with ``pivot`` a ready copy or active commit switches
+        the disk over to its result."""
+        flags = libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT if pivot else 0
+        self._refusable(
+            "end the block job of", lambda: self.dom.blockJobAbort(disk, flags), refused
+        )
+
+    def _refusable(self, what: str, call: Callable[[], T], refused: Refusal) -> T:
+        """A call whose refusals and failures become ``refused(libvirt's message)``; a gone
+        domain or connection stays what it is."""
+
+        def factory(exc: libvirt.libvirtError) -> VMError:
+            return refused(message(exc))
+
+        overrides: dict[int, ErrorFactory] = dict.fromkeys(REFUSALS, factory)
+        return self._call(what, call, overrides, default=factory)
 
     # --- the guest agent -----------------------------------------------------------------
     def _agent_call(self, what: str, call: Callable[[], T]) -> T:

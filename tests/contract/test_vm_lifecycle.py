@@ -36,6 +36,21 @@ OPTIONAL_OPERATIONS = (
     "current_snapshot",
     "revert_snapshot",
     "delete_snapshot",
+    "attach_disk",
+    "detach_disk",
+    "disks",
+    "attach_nic",
+    "detach_nic",
+    "nics",
+    "change_media",
+    "eject_media",
+    "set_vcpus",
+    "set_memory",
+    "attach_memory",
+    "detach_memory",
+    "block_commit",
+    "block_pull",
+    "block_copy",
 )
 
 
@@ -156,6 +171,21 @@ def test_operations_the_backend_lacks_raise_a_named_error(backend: Backend) -> N
         "current_snapshot": vm.current_snapshot,
         "revert_snapshot": lambda: vm.revert_snapshot("contract"),
         "delete_snapshot": lambda: vm.delete_snapshot("contract"),
+        "attach_disk": vm.attach_disk,
+        "detach_disk": lambda: vm.detach_disk("vdb"),
+        "disks": vm.disks,
+        "attach_nic": vm.attach_nic,
+        "detach_nic": lambda: vm.detach_nic(1),
+        "nics": vm.nics,
+        "change_media": lambda: vm.change_media("cd1", "/nonexistent.iso"),
+        "eject_media": lambda: vm.eject_media("cd1"),
+        "set_vcpus": lambda: vm.set_vcpus(2),
+        "set_memory": lambda: vm.set_memory(256),
+        "attach_memory": lambda: vm.attach_memory(128),
+        "detach_memory": lambda: vm.detach_memory("dimm0"),
+        "block_commit": lambda: vm.block_commit("vda"),
+        "block_pull": lambda: vm.block_pull("vda"),
+        "block_copy": lambda: vm.block_copy("vda", "/nonexistent/copy.qcow2"),
     }
     for op in lacking:
         with pytest.raises(virtlib.VMNotSupportedError) as info:

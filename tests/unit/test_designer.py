@@ -408,10 +408,10 @@ def test_user_nic_becomes_qemu_args(tmp_path: Path) -> None:
         "-netdev",
         "user,id=vlnet0,hostfwd=tcp:127.0.0.1:38080-:8080,hostfwd=tcp:127.0.0.1:30022-:22",
         "-device",
-        "virtio-net-pci,netdev=vlnet0,mac=52:54:00:00:01:00,addr=0x3",
+        "virtio-net-pci,id=vlnic0,netdev=vlnet0,mac=52:54:00:00:01:00,addr=0x3",
     ]
     assert second.forwards == ()  # only the first NIC forwards the shell port
-    assert second.qemu_args()[-1] == "e1000,netdev=vlnet1,mac=52:54:00:00:01:01,addr=0x4"
+    assert second.qemu_args()[-1] == "e1000,id=vlnic1,netdev=vlnet1,mac=52:54:00:00:01:01,addr=0x4"
 
 
 def test_network_and_bridge_nics_are_interfaces(tmp_path: Path) -> None:

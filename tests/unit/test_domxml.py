@@ -234,7 +234,7 @@ def test_golden_domain_values(kind: str, media: Path) -> None:
             "-netdev",
             "user,id=vlnet0,hostfwd=tcp:127.0.0.1:20080-:80,hostfwd=tcp:127.0.0.1:20022-:22",
             "-device",
-            "virtio-net-pci,netdev=vlnet0,mac=52:54:00:00:00:01,addr=0x3",
+            "virtio-net-pci,id=vlnic0,netdev=vlnet0,mac=52:54:00:00:00:01,addr=0x3",
         ]
 
 

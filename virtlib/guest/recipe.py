@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-RECIPE_VERSION = 4
+RECIPE_VERSION = 5
 
 HOSTNAME = "virtlib-guest"
 USERNAME = "root"
@@ -58,8 +58,19 @@ REQUIRED_MODULES = (
 )
 """Loaded in this order (dependencies first); a module built into the kernel is skipped."""
 
-OPTIONAL_MODULES = ("virtio_rng", "virtio_balloon", "pvpanic", "pvpanic_mmio")
-"""Loaded when the kernel package has them."""
+OPTIONAL_MODULES = (
+    "virtio_rng",
+    "virtio_balloon",
+    "pvpanic",
+    "pvpanic_mmio",
+    "virtio_scsi",  # disks on a virtio-scsi controller (hotplugged ones too)
+    "sd_mod",
+    "ata_piix",  # i440fx's IDE: CD-ROMs (the cloud kernel has no AHCI for SATA ones)
+    "sr_mod",
+    "isofs",
+)
+"""Loaded when the kernel package has them.  PCI, vCPU and memory hotplug (ACPI) are built
+into Debian's cloud kernel; the uevent helper brings what is plugged in into use."""
 
 HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
 
@@ -96,7 +107,7 @@ mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
 echo on > /proc/sys/kernel/printk_devkmsg
 hostname -F /etc/hostname
 syslogd -C256 2>/dev/null || syslogd
-# Kernel events from here on (virtio-serial ports: the guest agent's channel).
+# Kernel events from here on (the guest agent's channel, hotplugged devices).
 uevent /usr/bin/virtlib-uevent >/dev/null 2>&1 &
 while read -r module; do
     insmod "/lib/modules/$module.ko" || echo "rcS: cannot load module $module" >&2
@@ -120,14 +131,49 @@ dropbear "$@" -p 22 -W 1048576 -P /run/dropbear.pid
 # For the telnet and nc shell clients (reachable only through forwards a test asks for):
 telnetd -p 23 -l /bin/login
 nc -ll -p 2323 -e /usr/bin/virtlib-nc-shell &
+# From here on NICs plugged in get DHCP from the uevent helper.
+: > /run/booted
 """
 
 UEVENT = r"""#!/bin/sh
-# Run by busybox uevent for each kernel event.  A virtio-serial port gets the link udev
-# would make (/dev/virtio-ports/NAME, once the host has named it: a "change" event), and
-# the QEMU guest agent starts on its channel.
-[ "$SUBSYSTEM" = virtio-ports ] || exit 0
-case "$ACTION" in add|change) ;; *) exit 0 ;; esac
+# Run by busybox uevent for each kernel event, doing what udev rules do on a distribution:
+# - a hotplugged vCPU is brought online, hotplugged memory online and movable (so that it
+#   can be unplugged again);
+# - a NIC plugged in after boot is brought up with DHCP (rcS does those there at boot);
+# - a virtio disk with a serial gets /dev/disk/by-id/virtio-SERIAL;
+# - a virtio-serial port gets the link udev would make (/dev/virtio-ports/NAME, once the
+#   host has named it: a "change" event), and the QEMU guest agent starts on its channel.
+case "$SUBSYSTEM/$ACTION" in
+cpu/add)
+    [ -w "/sys$DEVPATH/online" ] && echo 1 > "/sys$DEVPATH/online"
+    exit 0 ;;
+memory/add)
+    grep -q offline "/sys$DEVPATH/state" 2>/dev/null && echo online_movable > "/sys$DEVPATH/state"
+    exit 0 ;;
+net/add)
+    [ -e /run/booted ] || exit 0
+    ip link set dev "$INTERFACE" up
+    udhcpc -b -t 5 -T 1 -A 3 -i "$INTERFACE" -p "/run/udhcpc.$INTERFACE.pid" \
+        -s /usr/share/udhcpc/default.script >"/var/log/udhcpc.$INTERFACE.log" 2>&1
+    exit 0 ;;
+net/remove)
+    [ -e "/run/udhcpc.$INTERFACE.pid" ] && kill "$(cat "/run/udhcpc.$INTERFACE.pid")"
+    exit 0 ;;
+block/add)
+    serial=$(cat "/sys$DEVPATH/serial" 2>/dev/null)
+    if [ "$DEVTYPE" = disk ] && [ -n "$serial" ]; then
+        mkdir -p /dev/disk/by-id
+        ln -sf "../../$DEVNAME" "/dev/disk/by-id/virtio-$serial"
+    fi
+    exit 0 ;;
+block/remove)
+    for link in /dev/disk/by-id/*; do
+        [ "$(readlink "$link")" = "../../$DEVNAME" ] && rm -f "$link"
+    done
+    exit 0 ;;
+virtio-ports/add|virtio-ports/change) ;;
+*) exit 0 ;;
+esac
 port=${DEVPATH##*/}
 name=$(cat "/sys$DEVPATH/name" 2>/dev/null)
 [ -n "$name" ] || exit 0
