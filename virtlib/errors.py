@@ -435,6 +435,22 @@ class VMDeviceNotFoundError(VMDeviceError, VMParamsError):
         self.known = tuple(known)
 
 
+class VMDeviceParamsError(VMDeviceError, VMParamsError):
+    """Bad input to a device operation, refused before the hypervisor was asked (nothing
+    was made or attached): ``param`` of ``operation`` had ``value``, and ``reason`` says
+    what is wrong with it."""
+
+    def __init__(self, vm: str, operation: str, param: str, value: object, reason: str) -> None:
+        VMDeviceError.__init__(self, vm, operation, reason)
+        self.args = (vm, operation, param, value, reason)
+        self.operation = operation
+        self.param = param
+        self.value = value
+
+    def __str__(self) -> str:
+        return f"VM {self.vm!r}: {self.operation}: {self.param} {self.value!r} {self.reason}"
+
+
 class VMDeviceAttachError(VMDeviceError):
     """The hypervisor refused or failed to attach the device; the VM is as it was."""
 

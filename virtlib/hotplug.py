@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from virtlib.errors import VMParamsError
+from virtlib.errors import VMDeviceParamsError
 from virtlib.params import Params
 from virtlib.spec import DiskSpec, NicSpec
 
@@ -34,12 +34,11 @@ REDIR_PREFIX = "hp"
 def check_name(vm: str, name: str, taken: Sequence[str], what: str) -> str:
     """``name`` for a new params object (letters, digits, '-'; not taken)."""
     if not NAME_RE.match(name):
-        raise VMParamsError(
-            f"VM {vm!r}: {what} name {name!r} must be a letter, then up to 31 letters, "
-            "digits or '-'"
-        )
+        why = "must be a letter, then up to 31 letters, digits or '-'"
+        raise VMDeviceParamsError(vm, f"attach_{what}", "name", name, why)
     if name in taken:
-        raise VMParamsError(f"VM {vm!r}: the VM has a {what} named {name!r} already")
+        why = f"is taken: the VM has a {what} of that name already"
+        raise VMDeviceParamsError(vm, f"attach_{what}", "name", name, why)
     return name
 
 
@@ -70,10 +69,11 @@ def image_name(vm: str, path: str, fmt: str, raw_device: bool) -> str:
         return path
     suffix = f".{fmt}"
     if not path.endswith(suffix) or len(path) == len(suffix):
-        raise VMParamsError(
-            f"VM {vm!r}: the image {path!r} must be named '<name>{suffix}' (virtlib names "
-            f"images by image_name and image_format, as avocado-vt does)"
+        why = (
+            f"must be named '<name>{suffix}' (virtlib names images by image_name and "
+            "image_format, as avocado-vt does)"
         )
+        raise VMDeviceParamsError(vm, "attach_disk", "path", path, why)
     return path[: -len(suffix)]
 
 

@@ -54,7 +54,7 @@ class DeviceOperations(VMCore):
             the name the new disk gets in the VM's params (default ``hotdiskN``).
         :param serial: what the guest sees (``/dev/disk/by-id``); default: the name.
         :return: the :class:`Disk`.
-        :raises VMParamsError: bad input (a size such as ``10Q``, an unknown bus or format,
+        :raises VMDeviceParamsError: bad input (a size such as ``10Q``, an unknown bus or format,
             a taken name, no free target or PCI slot); nothing is made or asked.
         :raises VMFileMissingError: ``path`` does not exist.
         :raises VMDeviceAttachError: the hypervisor refused; nothing is left behind.
@@ -95,7 +95,7 @@ class DeviceOperations(VMCore):
             reserved from the pool: ``redirs=(22,)`` carries SSH.
         :param name: an entry of ``nics`` that is not attached (``boot_drive = no``):
             attach it as params describe it; else the new NIC's name (``hotnicN``).
-        :raises VMParamsError: bad input (an unknown nettype or model, a taken MAC).
+        :raises VMDeviceParamsError: bad input (an unknown nettype or model, a taken MAC).
         :raises VMDeviceAttachError: the hypervisor refused; the MAC and ports are freed.
         """
         raise VMNotSupportedError("attach nic", self.BACKEND)
@@ -137,7 +137,7 @@ class DeviceOperations(VMCore):
 
         :param guest: leave the vCPUs plugged and bring ``count`` of them online or
             offline in the guest instead, through the guest agent.
-        :raises VMParamsError: ``count`` is below 1 or above ``vcpus_max``.
+        :raises VMDeviceParamsError: ``count`` is below 1 or above ``vcpus_max``.
         :raises VMNotSupportedError: unplugging where the hypervisor cannot do it safely
             (libvirt's QEMU 7.2 under TCG; ``guest=True`` works there).
         :raises VMDeviceError: the hypervisor or the guest refused (VMDeviceTimeoutError:
@@ -148,7 +148,7 @@ class DeviceOperations(VMCore):
     def set_memory(self, mib: int, persistent: bool = False) -> None:
         """Set the memory balloon's target: the guest keeps ``mib`` MiB of its memory.
 
-        :raises VMParamsError: ``mib`` is not between 1 and the memory the VM has.
+        :raises VMDeviceParamsError: ``mib`` is not between 1 and the memory the VM has.
         """
         raise VMNotSupportedError("set memory", self.BACKEND)
 
@@ -156,7 +156,7 @@ class DeviceOperations(VMCore):
         """Plug a memory module of ``mib`` MiB into the running guest (``mem_slots`` slots,
         up to ``mem_max`` MiB in all).
 
-        :raises VMParamsError: no memory hotplug (``mem_slots``), no free slot, over
+        :raises VMDeviceParamsError: no memory hotplug (``mem_slots``), no free slot, over
             ``mem_max``, or not a multiple of 128 MiB (the guest's memory block).
         :raises VMDeviceAttachError: the hypervisor refused.
         """
@@ -228,7 +228,7 @@ class DeviceOperations(VMCore):
         is then a copy of the moment the job ended).  ``shallow`` copies the top image
         only (``dest`` gets the same backing file).
 
-        :raises VMParamsError: ``dest`` exists, or is not a ``.<dest_format>`` file name.
+        :raises VMDeviceParamsError: ``dest`` exists, or is not a ``.<dest_format>`` file name.
         :raises VMDeviceNotFoundError, VMBlockJobError: as block_commit.
         """
         raise VMNotSupportedError("block copy", self.BACKEND)

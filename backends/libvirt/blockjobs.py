@@ -120,7 +120,7 @@ def _prepare(
 def _in_chain(
     vm: LibvirtVM, operation: str, argument: str, path: str | None, images: list[tuple[str, str]]
 ) -> int | None:
-    """The place of ``path`` in the chain (None for None); VMParamsError when not in it."""
+    """The place of ``path`` in the chain (None for None); VMDeviceParamsError when not in it."""
     if path is None:
         return None
     paths = [str(Path(p).absolute()) for p, _ in images]

@@ -3,7 +3,7 @@
 Every operation runs the same way:
 
 1. check the input against the VM's state, before libvirt is asked (a bad size, an
-   unknown disk, vCPUs over ``vcpus_max``: a VMParamsError naming the VM, the argument
+   unknown disk, vCPUs over ``vcpus_max``: a VMDeviceParamsError naming the VM, the argument
    and the value; nothing is made);
 2. decide the new device's values with the designer (target, PCI slot clear of every
    device virtlib placed and of those libvirt placed itself, serial) and write them into
@@ -39,6 +39,7 @@ from virtlib.errors import (
     VMDeviceDetachError,
     VMDeviceError,
     VMDeviceNotFoundError,
+    VMDeviceParamsError,
     VMDeviceTimeoutError,
     VMFileMissingError,
     VMNotSupportedError,
@@ -142,8 +143,8 @@ def refusal(
 
 def params_error(
     vm: LibvirtVM, operation: str, argument: str, value: object, why: str
-) -> VMParamsError:
-    return VMParamsError(f"VM {vm.name!r}: {operation}: {argument} {value!r} {why}")
+) -> VMDeviceParamsError:
+    return VMDeviceParamsError(vm.name, operation, argument, value, why)
 
 
 # --- disks ----------------------------------------------------------------------------------------
@@ -208,7 +209,7 @@ def _new_disk(
     serial: str | None,
     persistent: bool,
 ) -> _NewDisk:
-    """Check attach_disk's input (VMParamsError, VMFileMissingError); nothing is made."""
+    """Check attach_disk's input (VMDeviceParamsError, VMFileMissingError); nothing is made."""
     spec = state.spec
     names = [d.name for d in spec.planned_disks()] + [c.name for c in spec.cdroms]
     name = hotplug.check_name(vm.name, name, names, "disk") if name else None
