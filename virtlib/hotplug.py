@@ -35,10 +35,10 @@ def check_name(vm: str, name: str, taken: Sequence[str], what: str) -> str:
     """``name`` for a new params object (letters, digits, '-'; not taken)."""
     if not NAME_RE.match(name):
         why = "must be a letter, then up to 31 letters, digits or '-'"
-        raise VMDeviceParamsError(vm, f"attach_{what}", "name", name, why)
+        raise VMDeviceParamsError(vm, f"attach_{what.lower()}", "name", name, why)
     if name in taken:
         why = f"is taken: the VM has a {what} of that name already"
-        raise VMDeviceParamsError(vm, f"attach_{what}", "name", name, why)
+        raise VMDeviceParamsError(vm, f"attach_{what.lower()}", "name", name, why)
     return name
 
 

@@ -122,6 +122,10 @@ def design(
     ``check_resources=False`` skips the host checks (free huge pages, PCI devices):
     for comparing with a running VM, which already holds them.  ``media`` holds the
     VM's overlays and cloud-init seed (:func:`virtlib.media.prepare`).
+
+    Long because the DomainConfig it returns takes one keyword per field (some 45), and
+    the PCI placement before it must see every device at once: split, the fields would
+    be decided in several places.
     """
     template, domain_type = template_and_type(spec, facts)
     xen = template.startswith("xen")

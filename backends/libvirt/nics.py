@@ -23,7 +23,7 @@ when the NIC goes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from virtlib import hotplug
@@ -56,6 +56,9 @@ if TYPE_CHECKING:
     from virtlib.backends.libvirt.guest import Guest
 
 log = logging.getLogger(__name__)
+
+#: A change to a VM's params (what attaching a NIC does to them).
+Change = Callable[[Mapping[str, str]], dict[str, str]]
 
 
 def nic_value(state: VMState, nic: NicSpec) -> Nic:
@@ -136,48 +139,18 @@ def attach_nic(
     spec = state.spec
     standby = {n.name: n for n in spec.nics if not n.present and not n.hotplugged}
     configured = standby.get(name or "")
+    change: Change
     if configured is not None:
         configured_name = configured.name
 
-        def change(params: Mapping[str, str]) -> dict[str, str]:
+        def attach(params: Mapping[str, str]) -> dict[str, str]:
             return hotplug.with_disk_attached(params, configured_name, True)
+
+        change = attach
 
         index = configured.index
     else:
-        _check(vm, nettype, mac, model, redirs, netdst)
-        names = [n.name for n in spec.nics]
-        name = hotplug.check_name(vm.name, name, names, "NIC") if name else None
-        name = name or hotplug.new_name(hotplug.NIC_PREFIX, names)
-        reuse = next((n for n in spec.nics if n.hotplugged and not n.present), None)
-        index = reuse.index if reuse is not None else len(spec.nics)
-        user = nettype == "user"
-        if user and not designer.places_pci_devices(spec, designed(vm, state).template):
-            raise params_error(
-                vm,
-                "attach_nic",
-                "nettype",
-                nettype,
-                "NICs can be hotplugged on i440fx only (q35 has no free slot on its root bus)",
-            )
-        slot = designer.hot_pci_slot(
-            vm.name, designed(vm, state), live_pci_slots(live_root(guest)), user_net=user
-        )
-        network = netdst or ("default" if nettype == "network" else "")
-        new_name = name
-
-        def change(params: Mapping[str, str]) -> dict[str, str]:
-            return hotplug.with_nic(
-                params,
-                names,
-                new_name,
-                nettype,
-                model,
-                (mac or "").lower(),
-                network,
-                redirs,
-                slot,
-                reuse,
-            )
+        change, index = _new_nic(vm, state, guest, nettype, mac, model, redirs, name, netdst)
 
     new = state.with_params(change(state.params))
     nic = new.spec.nics[index]
@@ -192,6 +165,58 @@ def attach_nic(
         persist(vm, change)
     log.info("%s: NIC %s (%s) attached as index %d", vm.name, nic.name, nic.nettype, index)
     return nic_value(new, nic)
+
+
+def _new_nic(
+    vm: LibvirtVM,
+    state: VMState,
+    guest: Guest,
+    nettype: str,
+    mac: str | None,
+    model: str,
+    redirs: Sequence[int],
+    name: str | None,
+    netdst: str,
+) -> tuple[Change, int]:
+    """A new NIC's input checked (before libvirt is asked), its place chosen: the change
+    to the VM's params that adds it, and its index."""
+    spec = state.spec
+    _check(vm, nettype, mac, model, redirs, netdst)
+    names = [n.name for n in spec.nics]
+    name = hotplug.check_name(vm.name, name, names, "NIC") if name else None
+    name = name or hotplug.new_name(hotplug.NIC_PREFIX, names)
+    reuse = next((n for n in spec.nics if n.hotplugged and not n.present), None)
+    index = reuse.index if reuse is not None else len(spec.nics)
+    user = nettype == "user"
+    if user and not designer.places_pci_devices(spec, designed(vm, state).template):
+        raise params_error(
+            vm,
+            "attach_nic",
+            "nettype",
+            nettype,
+            "NICs can be hotplugged on i440fx only (q35 has no free slot on its root bus)",
+        )
+    slot = designer.hot_pci_slot(
+        vm.name, designed(vm, state), live_pci_slots(live_root(guest)), user_net=user
+    )
+    network = netdst or ("default" if nettype == "network" else "")
+    new_name = name
+
+    def change(params: Mapping[str, str]) -> dict[str, str]:
+        return hotplug.with_nic(
+            params,
+            names,
+            new_name,
+            nettype,
+            model,
+            (mac or "").lower(),
+            network,
+            redirs,
+            slot,
+            reuse,
+        )
+
+    return change, index
 
 
 def _reserve(vm: LibvirtVM, allocations: Allocations, nic: NicSpec) -> Allocations:

@@ -56,7 +56,7 @@ def common_options() -> Parser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from virtlib.cli import avocado, hostcheck, images, interactive, snapshots, vms
+    from virtlib.cli import avocado, devices, hostcheck, images, interactive, snapshots, vms
 
     common = common_options()
     parser = Parser(
@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     vms.register(commands, common)
     interactive.register(commands, common)
     snapshots.register(commands, common)
+    devices.register(commands, common)
     images.register(commands, common)
     hostcheck.register(commands, common)
     avocado.register(commands, common)
