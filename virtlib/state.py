@@ -116,8 +116,10 @@ class VMState:
     def with_params(self, params: Mapping[str, str], **changes: object) -> VMState:
         """A new state designed from ``params`` (its spec parsed from them again; raises
         VMParamsError on bad ones), with ``changes`` and everything else kept: what a
-        hotplug makes of the VM."""
+        hotplug makes of the VM.  The guest stays the one it is: a disk in ``images``
+        would otherwise turn the bundled guest's default (``guest``) off."""
         copy = dict(params)
+        copy.setdefault("guest", self.spec.guest)
         spec = VMSpec.from_params(self.spec.name, Params(copy), self.root_dir)
         return self.replace(params=copy, spec=spec, **changes)
 

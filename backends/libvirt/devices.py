@@ -88,8 +88,10 @@ def commit(vm: LibvirtVM, guest: Guest, state: VMState) -> None:
 def persist(vm: LibvirtVM, change: Callable[[Mapping[str, str]], dict[str, str]]) -> None:
     """``persistent=True`` on virtlib's transient domains: the VM's params (what its next
     create() boots from) get the same change."""
+    changed = change(dict(vm.params))
+    changed.setdefault("guest", vm.spec.guest)  # as VMState.with_params: the same guest
     vm.params.clear()
-    vm.params.update(change(dict(vm.params)))
+    vm.params.update(changed)
 
 
 def live_root(guest: Guest) -> etree._Element:
