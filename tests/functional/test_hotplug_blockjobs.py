@@ -15,6 +15,7 @@ from pathlib import Path
 import libvirt
 import pytest
 from functional_support import VMFactory
+from lxml import etree
 
 import virtlib
 from virtlib.images import create_overlay
@@ -94,12 +95,14 @@ def check_image(image: Path, count: int) -> None:
     raw.unlink()
 
 
-def disk_sources(vm: virtlib.BaseVM) -> str:
+def disk_sources(vm: virtlib.BaseVM) -> list[str]:
+    """Every file of the running domain's disks, their backing chains included."""
     conn = libvirt.open(vm.uri)
     try:
-        return str(conn.lookupByName(vm.name).XMLDesc(0))
+        root = etree.fromstring(conn.lookupByName(vm.name).XMLDesc(0).encode())
     finally:
         conn.close()
+    return [str(f) for f in root.xpath("devices/disk//source/@file")]
 
 
 def test_active_commit_with_pivot_while_the_guest_writes(
@@ -187,3 +190,24 @@ def test_bad_block_job_input_and_an_aborted_job(
     assert vm.disks()[0].path == str(top)
     assert str(top) in disk_sources(vm)
     check_in_guest(vm, 0)
+
+
+def test_commit_of_an_external_snapshot_chain(vm_factory: VMFactory, qemu_dir: Path) -> None:
+    """A disk-only external snapshot's overlay committed back into the disk's own image."""
+    vm = vm_factory(
+        "hpsnapcommit", guest="bundled", images="d1", image_name_d1=str(qemu_dir / "d1"),
+        image_size_d1="64M", create_image_d1="yes", remove_image_d1="yes",
+    )  # fmt: skip
+    console = serial(vm)
+    console.cmd("printf before > /dev/vda; sync")
+    snap = vm.create_snapshot("s1", disk_only=True, kind="external")
+    (overlay,) = snap.files
+    assert vm.disks()[0].path == overlay
+    console.cmd("printf after! > /dev/vda; sync")
+    after = vm.block_commit("d1")
+    assert after.path == str(qemu_dir / "d1.qcow2")
+    assert overlay not in disk_sources(vm)
+    console.cmd("echo 3 > /proc/sys/vm/drop_caches")
+    assert console.cmd("head -c 6 /dev/vda; echo").strip() == "after!"
+    vm.destroy()
+    assert not list(qemu_dir.iterdir())  # the image and the overlay went with the VM
