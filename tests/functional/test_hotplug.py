@@ -284,3 +284,23 @@ def test_bad_input_is_refused_and_leaves_the_vm_as_it_was(vm_factory: VMFactory)
     assert vm.disks() == [] and len(vm.nics()) == 1
     ssh = vm.wait_for_login(timeout=60)
     ssh.close()
+
+
+# --- a hotplugged VM saved and restored ---------------------------------------------------------
+def test_hotplugged_devices_survive_save_and_restore(vm_factory: VMFactory, tmp_path: Path) -> None:
+    vm = vm_factory("hpsave")
+    disk = vm.attach_disk(size="16M")
+    nic = vm.attach_nic(redirs=(22,))
+    assert guest_has(vm, f"test -b /dev/{disk.target}")
+    serial(vm).cmd(f"echo kept > /dev/{disk.target}; sync")
+    state = tmp_path / "saved.state"
+    vm.save_to_file(str(state))
+    vm.restore_from_file(str(state))
+    assert vm.disks() == [disk] and [n.index for n in vm.nics()] == [0, 1]
+    console = serial(vm)
+    assert console.cmd(f"head -c 4 /dev/{disk.target}; echo").strip() == "kept"
+    ssh = vm.wait_for_login(nic_index=nic.index, timeout=60)
+    ssh.close()
+    vm.detach_nic(nic)
+    vm.detach_disk(disk)
+    assert disk.target not in block_devices(vm)
