@@ -52,6 +52,7 @@ from virtlib.params import Params
 from virtlib.registry import image_tool
 from virtlib.spec import DISK_FORMATS, SERIAL_RE, DiskSpec
 from virtlib.state import VMState
+from virtlib.waiting import Deadline
 
 if TYPE_CHECKING:
     from virtlib.backends.libvirt.domain import LibvirtVM
@@ -124,15 +125,22 @@ def wait_removed(
     vm: str,
     device: str,
     alias: str,
-    timeout: float,
+    deadline: Deadline,
     kind: str = DEVICE_REMOVED,
 ) -> None:
-    """Wait for the event that device ``alias`` is gone; VMDeviceTimeoutError at the deadline."""
-    if wait_event(events, timeout, lambda e: e.kind == kind and e.device == alias) is None:
+    """Wait for the event that device ``alias`` is gone; VMDeviceTimeoutError at the deadline.
+
+    The deadline starts before the unplug is asked for (libvirt's detach call itself may
+    wait a few seconds for the guest); an event that came meanwhile is still seen."""
+
+    def wanted(event: DomainEvent) -> bool:
+        return event.kind == kind and event.device == alias
+
+    if wait_event(events, max(deadline.remaining(), 0.05), wanted) is None:
         raise VMDeviceTimeoutError(
             vm,
             device,
-            f"the guest did not release it within {timeout:g} s (it is still attached; "
+            f"the guest did not release it within {deadline.timeout:g} s (it is still attached; "
             "a guest without hotplug support, or one using the device, keeps it)",
         )
 
@@ -350,8 +358,9 @@ def detach_disk(vm: LibvirtVM, disk: Disk | str, timeout: float, persistent: boo
     xml = domxml.to_string(domxml.disk_element(element))
     events = vm.host.events.subscribe(state.uuid)
     try:
+        deadline = Deadline(timeout)
         guest.detach_device(xml, persistent, refusal(vm, found.name, VMDeviceDetachError))
-        wait_removed(events, vm.name, found.name, alias, timeout)
+        wait_removed(events, vm.name, found.name, alias, deadline)
     finally:
         vm.host.events.unsubscribe(state.uuid, events)
     owned = state.owned_files
@@ -510,8 +519,9 @@ def detach_memory(vm: LibvirtVM, dimm: Dimm | str, timeout: float, persistent: b
     events = vm.host.events.subscribe(state.uuid)
     try:
         xml = str(etree.tostring(element, encoding="unicode"))
+        deadline = Deadline(timeout)
         guest.detach_device(xml, persistent, refusal(vm, key, VMDeviceDetachError))
-        wait_removed(events, vm.name, key, alias, timeout)
+        wait_removed(events, vm.name, key, alias, deadline)
     finally:
         vm.host.events.unsubscribe(state.uuid, events)
     left = state.spec.memory_mib - dimms[key].size_mib

@@ -50,6 +50,7 @@ from virtlib.errors import (
 )
 from virtlib.spec import MAC_RE, NET_TYPES, NicSpec
 from virtlib.state import Allocations, VMState
+from virtlib.waiting import Deadline
 
 if TYPE_CHECKING:
     from virtlib.backends.libvirt.domain import LibvirtVM
@@ -283,11 +284,12 @@ def detach_nic(vm: LibvirtVM, nic: Nic | str | int, timeout: float, persistent: 
     mac = state.allocations.mac(found.index) or found.mac
     events = vm.host.events.subscribe(state.uuid)
     refused = refusal(vm, found.name, VMDeviceDetachError)
+    deadline = Deadline(timeout)
     try:
         if found.nettype == "user":
             device = f"vlnic{found.index}"
             guest.qmp("device_del", {"id": device}, refused)
-            wait_removed(events, vm.name, found.name, device, timeout, QEMU_DEVICE_DELETED)
+            wait_removed(events, vm.name, found.name, device, deadline, QEMU_DEVICE_DELETED)
             guest.qmp("netdev_del", {"id": f"vlnet{found.index}"}, refused)
         else:
             path = f"devices/interface/mac[@address='{mac}']/.."
@@ -295,7 +297,7 @@ def detach_nic(vm: LibvirtVM, nic: Nic | str | int, timeout: float, persistent: 
             interface = next(i for i in designed(vm, state).interfaces if i.mac == mac)
             xml = domxml.to_string(domxml.interface_element(interface))
             guest.detach_device(xml, persistent, refused)
-            wait_removed(events, vm.name, found.name, alias, timeout)
+            wait_removed(events, vm.name, found.name, alias, deadline)
     finally:
         vm.host.events.unsubscribe(state.uuid, events)
     allocations = _release(vm, found, state.allocations)

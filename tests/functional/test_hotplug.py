@@ -304,3 +304,19 @@ def test_hotplugged_devices_survive_save_and_restore(vm_factory: VMFactory, tmp_
     vm.detach_nic(nic)
     vm.detach_disk(disk)
     assert disk.target not in block_devices(vm)
+
+
+# --- a guest that does not release the device ---------------------------------------------------
+def test_unplug_a_guest_ignores_times_out_and_keeps_the_device(vm_factory: VMFactory) -> None:
+    """Without ACPI the guest never hears the unplug request: the deadline, a named error,
+    and the disk still attached and recorded (it goes with destroy)."""
+    vm = vm_factory("hpnoacpi", kernel_args="acpi=off")
+    disk = vm.attach_disk(size="8M")
+    with pytest.raises(virtlib.VMDeviceTimeoutError) as info:
+        vm.detach_disk(disk, timeout=2)
+    assert (info.value.vm, info.value.device) == (vm.name, disk.name)
+    assert "within 2 s" in str(info.value)
+    assert vm.disks() == [disk] and disk.path in live_xml(vm)
+    assert Path(disk.path).exists()
+    vm.destroy()
+    assert not Path(disk.path).exists()

@@ -170,3 +170,31 @@ def test_cli_device_commands_parse(argv: list[str], expected: dict[str, object])
     assert args.name == "vm1" and callable(args.func)
     for key, value in expected.items():
         assert getattr(args, key) == value
+
+
+# --- unplug waits for the device-removed event, up to a deadline --------------------------------
+def test_unplug_waits_for_the_removed_event_of_its_device() -> None:
+    import queue
+    import threading
+    import time
+
+    from virtlib.backends.libvirt.devices import wait_removed
+    from virtlib.backends.libvirt.events import DEVICE_REMOVED, DomainEvent
+    from virtlib.waiting import Deadline
+
+    events: queue.Queue[DomainEvent] = queue.Queue()
+    events.put(DomainEvent("u", DEVICE_REMOVED, device="virtio-disk9"))  # another device
+    started = time.monotonic()
+    with pytest.raises(virtlib.VMDeviceTimeoutError) as info:
+        wait_removed(events, "vm1", "hotdisk1", "virtio-disk1", Deadline(0.3))
+    assert 0.3 <= time.monotonic() - started < 2
+    assert (info.value.vm, info.value.device) == ("vm1", "hotdisk1")
+    assert "still attached" in str(info.value)
+
+    later = threading.Timer(0.1, events.put, [DomainEvent("u", DEVICE_REMOVED, device="d1")])
+    later.start()
+    started = time.monotonic()
+    wait_removed(
+        events, "vm1", "hotdisk1", "d1", Deadline(10)
+    )  # returns on the event, not the deadline
+    assert time.monotonic() - started < 5
