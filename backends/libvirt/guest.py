@@ -395,10 +395,11 @@ class Guest:
         )
 
     # --- devices on the running guest (hotplug, media, vCPUs, memory) ------------------------
-    @staticmethod
-    def _affect(persistent: bool) -> int:
+    def _affect(self, persistent: bool) -> int:
+        """The running domain; with ``persistent`` its config too, where it has one (a
+        transient domain has none: virtlib keeps the change in the VM's params)."""
         live, config = int(libvirt.VIR_DOMAIN_AFFECT_LIVE), int(libvirt.VIR_DOMAIN_AFFECT_CONFIG)
-        return live | (config if persistent else 0)
+        return live | (config if persistent and self.is_persistent() else 0)
 
     def attach_device(self, xml: str, persistent: bool, refused: Refusal) -> None:
         """Attach the device of ``xml`` to the running domain (and its config)."""

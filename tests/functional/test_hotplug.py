@@ -318,5 +318,27 @@ def test_unplug_a_guest_ignores_times_out_and_keeps_the_device(vm_factory: VMFac
     assert "within 2 s" in str(info.value)
     assert vm.disks() == [disk] and disk.path in live_xml(vm)
     assert Path(disk.path).exists()
-    vm.destroy()
+    vm.destroy(gracefully=False)
     assert not Path(disk.path).exists()
+
+
+# --- persistent=True: the next boot has the change ------------------------------------------------
+def test_persistent_changes_are_in_the_next_boot(vm_factory: VMFactory, qemu_dir: Path) -> None:
+    image = qemu_dir / "kept.raw"
+    image.write_bytes(b"persistent-disk".ljust(MIB, b"\0"))
+    image.chmod(0o644)
+    vm = vm_factory("hppersist", vcpus_max="2")
+    disk = vm.attach_disk(path=str(image), image_format="raw", name="kept", persistent=True)
+    vm.set_vcpus(2, persistent=True)
+    with pytest.raises(virtlib.VMDeviceParamsError) as info:
+        vm.attach_disk(size="8M", persistent=True)  # an image virtlib makes goes with the disk
+    assert info.value.param == "persistent"
+    vm.destroy(gracefully=False)
+    vm.create()
+    console = serial(vm)
+    assert console.cmd(f"head -c 15 /dev/{disk.target}; echo").strip() == "persistent-disk"
+    assert console.cmd("cat /sys/devices/system/cpu/online").strip() == "0-1"
+    vm.detach_disk("kept", persistent=True)
+    vm.destroy(gracefully=False)
+    vm.create()
+    assert block_devices(vm) == [] and image.exists()
