@@ -342,3 +342,21 @@ def test_persistent_changes_are_in_the_next_boot(vm_factory: VMFactory, qemu_dir
     vm.destroy(gracefully=False)
     vm.create()
     assert block_devices(vm) == [] and image.exists()
+
+
+def test_disk_on_the_virtio_scsi_controller(vm_factory: VMFactory, qemu_dir: Path) -> None:
+    """A configured scsi disk kept out of the boot (boot_drive = no) gives the VM its
+    virtio-scsi controller; a new disk goes on it."""
+    vm = vm_factory(
+        "hpscsi", guest="bundled", images="s0", image_name_s0=str(qemu_dir / "s0"),
+        image_size_s0="8M", create_image_s0="yes", remove_image_s0="yes",
+        drive_format_s0="scsi", boot_drive_s0="no",
+    )  # fmt: skip
+    disk = vm.attach_disk(size="16M", bus="scsi")
+    assert disk.bus == "scsi" and disk.target.startswith("sd")
+    # the guest names SCSI disks in the order it finds them (sda here, libvirt's sdb)
+    assert guest_has(vm, "test -b /dev/sda")
+    assert int(serial(vm).cmd("cat /sys/block/sda/size")) * 512 == 16 * MIB
+    assert "QEMU HARDDISK" in serial(vm).cmd("cat /sys/block/sda/device/model")
+    vm.detach_disk(disk)
+    assert "sda" not in block_devices(vm)
