@@ -78,6 +78,7 @@ def test_migrated_vm_is_designed_for_its_new_host(
     vm_factory: VMFactory, second_host: SecondHost
 ) -> None:
     vm = vm_factory(migration_dest_uri=second_host.uri)
+    vm.wait_for_serial_login(timeout=240).close()  # a booted guest, not one mid-boot
     before = vm.state
     assert before is not None
     vm.migrate()
@@ -90,6 +91,6 @@ def test_migrated_vm_is_designed_for_its_new_host(
     assert not vm.needs_restart(vm.name, on_dest, vm.root_dir)
     assert vm.needs_restart(vm.name, _with(on_dest, mem="384"), vm.root_dir)
     assert vm.needs_restart(vm.name, _with(on_dest, connect_uri=before.uri), vm.root_dir)
-    session = vm.wait_for_login(timeout=60)
+    session = vm.wait_for_login(timeout=120)
     assert session.cmd("echo moved").strip() == "moved"
     session.close()
